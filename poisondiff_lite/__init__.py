@@ -1,0 +1,25 @@
+"""poisondiff-lite: instance-level difficulty of targeted data poisoning (EPA, δ, τ) from clean training alone.
+
+The public API in one place; each name lives in a small module with one job.
+"""
+
+from .config import TrainConfig, TrajectoryConfig
+from .data import DataBundle, ImageDataset, load_cifar10, load_dataset, load_tinyimagenet, resolve_data_dir
+from .errors import (DatasetCorruptError, DatasetNotFoundError, DeviceUnavailableError, InvalidChoiceError,
+                     PoisonDiffError, ResultsFileError)
+from .metrics import dps, epa, epa_buckets, per_class_mean, select_targets, soft_epa, trajectory_metrics
+from .models import MODELS, build_model
+from .record import Trajectory, default_path, load_run_model, record_trajectories
+from .train import History, accuracy, predict_logits, train_fresh, train_model
+from .utils import get_device, resolve_quick, resolve_results_dir, seed_everything
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataBundle", "DatasetCorruptError", "DatasetNotFoundError", "DeviceUnavailableError", "History", "ImageDataset",
+    "InvalidChoiceError", "MODELS", "PoisonDiffError", "ResultsFileError", "TrainConfig", "Trajectory",
+    "TrajectoryConfig", "accuracy", "build_model", "default_path", "dps", "epa", "epa_buckets", "get_device",
+    "load_cifar10", "load_dataset", "load_run_model", "load_tinyimagenet", "per_class_mean", "predict_logits",
+    "record_trajectories", "resolve_data_dir", "resolve_quick", "resolve_results_dir", "seed_everything",
+    "select_targets", "soft_epa", "train_fresh", "train_model", "trajectory_metrics",
+]

@@ -1,0 +1,126 @@
+"""Frozen configuration dataclasses with `quick()` / `full()` presets and a stable hash for caching."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import check_choice, check_positive
+from .models import MODELS
+
+SCHEDULES = ("constant", "step", "onecycle")
+EVAL_SPLITS = ("test", "train")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One clean training recipe."""
+
+    model: str = "resnet18"  # see models.MODELS
+    epochs: int = 40  # passes over the training set
+    batch_size: int = 128  # examples per SGD step
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9  # SGD momentum (0 for plain SGD)
+    nesterov: bool = True  # Nesterov momentum
+    weight_decay: float = 5e-4  # L2 penalty on all parameters
+    schedule: str = "step"  # "constant" | "step" | "onecycle"
+    milestones: tuple[int, ...] = (14, 25, 35)  # epochs where "step" multiplies the lr by `gamma`
+    gamma: float = 0.1  # step-decay factor
+    warmup_epochs: float = 1.0  # linear warm-up length for "onecycle"
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    crop_padding: int = 4  # random-crop padding in pixels (0: no crop)
+    flip: bool = True  # random horizontal flips
+    eval_batch_size: int = 1000  # batch size for evaluation passes
+    bf16: bool = True  # bf16 autocast (CUDA only)
+    channels_last: bool = True  # channels_last memory format (CUDA only)
+
+    def __post_init__(self) -> None:
+        check_choice("model", self.model, MODELS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_positive("epochs", self.epochs)
+        check_positive("batch_size", self.batch_size)
+        check_positive("lr", self.lr)
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        check_positive("crop_padding", self.crop_padding, allow_zero=True)
+
+    @classmethod
+    def full(cls, **overrides: Any) -> TrainConfig:
+        """The authors' victim-retraining recipe (Witches' Brew "conservative"): ResNet-18, 40 epochs, Nesterov SGD 0.1,
+        wd 5e-4, lr x0.1 at epochs 14/25/35, crop + flip. We use it for EPA too (paper notes, ambiguity 2)."""
+        return dataclasses.replace(cls(), **overrides)
+
+    @classmethod
+    def paper_epa(cls, **overrides: Any) -> TrainConfig:
+        """The authors' CIFAR-10 EPA-ranking recipe: ResNet-18, SGD 0.1 momentum 0.9 wd 5e-4, constant lr, no augmentation."""
+        base = cls(nesterov=False, schedule="constant", milestones=(), crop_padding=0, flip=False)
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def fast(cls, **overrides: Any) -> TrainConfig:
+        """The fast network on a GPU: airbench-style width, large batches, one-cycle lr, a few seconds per run."""
+        base = cls(model="fastnet", epochs=16, batch_size=512, lr=0.2, schedule="onecycle", milestones=(),
+                   label_smoothing=0.1, eval_batch_size=2000)
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> TrainConfig:
+        """A small fast network for 2 CPU cores: a few seconds per epoch on the 5,000-image CIFAR-10 subset."""
+        base = cls(model="fastnet_small", epochs=6, batch_size=250, lr=0.2, schedule="onecycle", milestones=(),
+                   label_smoothing=0.1, eval_batch_size=1000)
+        return dataclasses.replace(base, **overrides)
+
+
+@dataclass(frozen=True)
+class TrajectoryConfig:
+    """An EPA experiment: M clean runs of one recipe, every epoch end evaluated on a fixed set of examples."""
+
+    dataset: str = "cifar10"  # "cifar10" | "tinyimagenet"
+    train: TrainConfig = field(default_factory=TrainConfig.full)  # the training recipe of every run
+    runs: int = 8  # M: independent runs (seeds seed0, seed0+1, ...)
+    seed0: int = 0  # seed of the first run
+    eval_split: str = "test"  # which split is recorded ("test": the targets are never trained on)
+    classes: tuple[int, ...] | None = None  # keep only these classes (None: all)
+    store_logits: bool = False  # also store every logit in fp16 (M x N x E x C)
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, ("cifar10", "tinyimagenet"))
+        check_choice("eval_split", self.eval_split, EVAL_SPLITS)
+        check_positive("runs", self.runs)
+        if isinstance(self.train, dict):  # rebuilt from JSON
+            object.__setattr__(self, "train", TrainConfig(**_tuples(self.train)))
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+
+    @classmethod
+    def quick(cls, dataset: str = "cifar10", **overrides: Any) -> TrajectoryConfig:
+        """CPU-sized: 4 runs x 6 epochs of the small fast network; TinyImageNet keeps 10 classes."""
+        classes = tuple(range(10)) if dataset == "tinyimagenet" else None
+        base = cls(dataset=dataset, train=TrainConfig.quick(), runs=4, classes=classes)
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def full(cls, dataset: str = "cifar10", **overrides: Any) -> TrajectoryConfig:
+        """The paper's setting: M = 8 runs x N = 40 epochs of ResNet-18 (CIFAR-10) or VGG-16 at lr 0.01 (TinyImageNet)."""
+        train = TrainConfig.full() if dataset == "cifar10" else TrainConfig.full(model="vgg16", lr=0.01)
+        base = cls(dataset=dataset, train=train, runs=8)
+        return dataclasses.replace(base, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrajectoryConfig:
+        return cls(**_tuples(data))
+
+    def key(self, *, ignore: tuple[str, ...] = ("runs",)) -> str:
+        """Stable short hash of everything but `ignore` (by default the run count, so an experiment can be extended)."""
+        data = {k: v for k, v in self.to_dict().items() if k not in ignore}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _tuples(data: dict[str, Any]) -> dict[str, Any]:
+    """JSON turns tuples into lists; turn them back so the frozen dataclasses compare equal."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}

@@ -1,0 +1,137 @@
+"""Difficulty metrics from clean training dynamics: EPA, its soft variant, DPS; EPA buckets and target selection.
+
+All functions are vectorised over examples and take plain arrays shaped ``(M, N, E)`` (runs x epochs x examples),
+or ``(K, E)`` for K checkpoints in any order. Definitions: ``../shared/paper-notes.md`` section 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import InvalidChoiceError, check_positive
+
+BUCKETS = ("lowest", "p20", "p40", "p60", "p80", "highest")
+
+
+def _checkpoints(array: np.ndarray, burn_in: int = 0) -> np.ndarray:
+    """Flatten ``(M, N, E)`` to ``(M*(N-burn_in), E)``; pass ``(K, E)`` through."""
+    array = np.asarray(array)
+    if array.ndim == 3:
+        if not 0 <= burn_in < array.shape[1]:
+            raise InvalidChoiceError(f"burn_in must be in [0, {array.shape[1]}) for {array.shape[1]} epochs, got {burn_in}")
+        array = array[:, burn_in:]
+        return array.reshape(-1, array.shape[-1])
+    if array.ndim == 2:
+        if burn_in:
+            raise InvalidChoiceError("burn_in needs (runs, epochs, examples) arrays")
+        return array
+    raise InvalidChoiceError(f"expected an array of shape (runs, epochs, examples) or (checkpoints, examples), got {array.shape}")
+
+
+def epa(preds: np.ndarray, labels: np.ndarray, *, burn_in: int = 0) -> np.ndarray:
+    """Ergodic prediction accuracy: the fraction of all M x N checkpoints whose argmax equals the true label.
+
+    ``EPA(x) = 1/(M N) sum_m sum_n 1[argmax f(x; theta_{m,n}) = y]``, every epoch end counted (``burn_in`` drops the
+    first epochs of each run, an option the authors do not use). High EPA: hard to poison.
+
+    Parameters
+    ----------
+    preds : predicted classes, ``(M, N, E)`` or ``(K, E)``.
+    labels : true labels ``(E,)``.
+
+    Returns
+    -------
+    ``(E,)`` float64 in [0, 1], quantised in steps of ``1 / (M (N - burn_in))``.
+    """
+    flat = _checkpoints(preds, burn_in)
+    labels = np.asarray(labels)
+    if labels.shape != (flat.shape[1],):
+        raise InvalidChoiceError(f"labels must have shape ({flat.shape[1]},), got {labels.shape}")
+    return (flat == labels[None, :]).mean(axis=0)
+
+
+def soft_epa(true_prob: np.ndarray, *, burn_in: int = 0) -> np.ndarray:
+    """Soft EPA: the mean true-class softmax probability over all checkpoints (Data Maps' confidence, pooled over runs)."""
+    return _checkpoints(true_prob, burn_in).astype(np.float64).mean(axis=0)
+
+
+def prediction_counts(preds: np.ndarray, num_classes: int, *, burn_in: int = 0) -> np.ndarray:
+    """``(E, C)`` how many checkpoints predicted each class for each example (one `bincount`, no Python loop)."""
+    flat = _checkpoints(preds, burn_in).astype(np.int64)
+    if flat.size and (flat.min() < 0 or flat.max() >= num_classes):
+        raise InvalidChoiceError(f"predictions must lie in [0, {num_classes}); got [{flat.min()}, {flat.max()}] "
+                                 f"(unfinished runs hold -1: use Trajectory.finished())")
+    e = flat.shape[1]
+    offsets = flat + num_classes * np.arange(e)[None, :]
+    return np.bincount(offsets.ravel(), minlength=e * num_classes).reshape(e, num_classes)
+
+
+def dps(preds: np.ndarray, num_classes: int, *, burn_in: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Dominant prediction score: the share of checkpoints voting for the most frequent class (needs no label).
+
+    Returns
+    -------
+    ``(score, dominant_class)``, both ``(E,)``; ties go to the lowest class index. Where the dominant class is the
+    true label, DPS equals EPA.
+    """
+    counts = prediction_counts(preds, num_classes, burn_in=burn_in)
+    dominant = counts.argmax(axis=1)
+    return counts.max(axis=1) / counts.sum(axis=1), dominant
+
+
+def epa_buckets(values: np.ndarray, per_bucket: int = 10,
+                percentiles: Sequence[float] = (0.2, 0.4, 0.6, 0.8)) -> dict[str, np.ndarray]:
+    """The authors' six buckets: positions (into `values`) of the lowest `per_bucket`, the `per_bucket` starting at
+    each percentile position ``int(p * n)`` of the stable ascending order, and the highest `per_bucket`."""
+    values = np.asarray(values)
+    check_positive("per_bucket", per_bucket)
+    n = len(values)
+    if per_bucket > n:
+        raise InvalidChoiceError(f"per_bucket={per_bucket} is more than the {n} candidates; choose at most {n}")
+    order = np.argsort(values, kind="stable")
+    buckets = {"lowest": order[:per_bucket]}
+    for p in percentiles:
+        start = min(int(p * n), n - per_bucket)
+        buckets[f"p{round(p * 100)}"] = order[start:start + per_bucket]
+    buckets["highest"] = order[n - per_bucket:]
+    return buckets
+
+
+def select_targets(epa_values: np.ndarray, labels: np.ndarray, target_class: int, *, per_bucket: int = 10,
+                   indices: np.ndarray | None = None) -> list[dict]:
+    """Pick attack targets of `target_class` from each EPA bucket, as the authors do (section 2.3 of the notes).
+
+    Returns
+    -------
+    One dict per target: ``bucket``, ``index`` (into the evaluated split), ``epa``.
+    """
+    labels = np.asarray(labels)
+    epa_values = np.asarray(epa_values)
+    indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
+    members = np.flatnonzero(labels == target_class)
+    if len(members) == 0:
+        raise InvalidChoiceError(f"no example has class {target_class}; classes present: {sorted(set(labels.tolist()))}")
+    buckets = epa_buckets(epa_values[members], per_bucket)
+    return [{"bucket": name, "index": int(indices[members[pos]]), "epa": float(epa_values[members[pos]])}
+            for name, positions in buckets.items() for pos in positions]
+
+
+def per_class_mean(values: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(C,)`` mean of `values` over the examples of each class (NaN for an absent class)."""
+    labels = np.asarray(labels)
+    sums = np.bincount(labels, weights=np.asarray(values, dtype=np.float64), minlength=num_classes)
+    counts = np.bincount(labels, minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def trajectory_metrics(traj) -> dict[str, np.ndarray]:
+    """EPA, soft EPA, DPS and dominant class of every recorded example of a (finished) `Trajectory`."""
+    done = traj.finished()
+    if done.completed == 0:
+        raise InvalidChoiceError("the trajectory has no finished run yet; record at least one run")
+    score, dominant = dps(done.preds, done.num_classes)
+    return {"epa": epa(done.preds, done.labels), "soft_epa": soft_epa(done.true_prob), "dps": score,
+            "dominant": dominant, "labels": done.labels, "indices": done.indices}

@@ -1,0 +1,143 @@
+"""Plots. Every function takes data (and optionally an `ax`) and returns the matplotlib Figure; none calls `show`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+BUCKET_COLORS = {"lowest": "#d62728", "p20": "#ff7f0e", "p40": "#bcbd22", "p60": "#2ca02c", "p80": "#17becf",
+                 "highest": "#1f77b4"}
+
+
+def set_style() -> None:
+    """One consistent look for all notebooks."""
+    plt.rcParams.update({"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+                         "axes.spines.right": False, "figure.autolayout": True})
+
+
+def _axes(ax: plt.Axes | None, figsize: tuple[float, float] = (6, 4)) -> tuple[Figure, plt.Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=figsize)
+    return fig, ax
+
+
+def _to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.dtype != np.uint8:
+        array = np.clip(array * 255.0 if array.max() <= 1.0 else array, 0, 255).astype(np.uint8)
+    return array.transpose(1, 2, 0)
+
+
+def image_grid(images: torch.Tensor | np.ndarray, titles: Sequence[str] | None = None, *, ncols: int = 10,
+               scale: float = 1.3, suptitle: str | None = None) -> Figure:
+    """Show ``(K, 3, H, W)`` images (uint8, or float in [0, 1]) in a grid with optional titles."""
+    k = len(images)
+    ncols = max(1, min(ncols, k))
+    nrows = max(1, int(np.ceil(k / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows + (0.4 if suptitle else 0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < k:
+            ax.imshow(_to_hwc(images[i]), interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def epa_histogram(values: np.ndarray, *, bins: int = 20, label: str = "EPA", ax: plt.Axes | None = None,
+                  title: str | None = None) -> Figure:
+    """Histogram of a per-example score in [0, 1] with its quintile boundaries marked."""
+    fig, ax = _axes(ax)
+    ax.hist(values, bins=bins, range=(0, 1), color="#4c72b0", edgecolor="white")
+    for q in (0.2, 0.4, 0.6, 0.8):
+        ax.axvline(np.quantile(values, q), color="k", lw=0.8, ls="--", alpha=0.6)
+    ax.set_xlabel(f"{label} (dashed: 20/40/60/80th percentiles)")
+    ax.set_ylabel("examples")
+    ax.set_title(title or f"{label} of {len(values)} examples (mean {np.mean(values):.3f})")
+    return fig
+
+
+def training_curves(eval_accuracy: np.ndarray, train_accuracy: np.ndarray | None = None, *,
+                    ax: plt.Axes | None = None) -> Figure:
+    """Accuracy after each epoch, one line per run (``(M, N)`` arrays)."""
+    fig, ax = _axes(ax)
+    epochs = np.arange(1, eval_accuracy.shape[1] + 1)
+    for m, row in enumerate(eval_accuracy):
+        ax.plot(epochs, row, color="C0", alpha=0.7, label="recorded examples" if m == 0 else None)
+    if train_accuracy is not None:
+        for m, row in enumerate(train_accuracy):
+            ax.plot(epochs, row, color="C1", alpha=0.5, ls="--", label="training batches" if m == 0 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{eval_accuracy.shape[0]} clean runs")
+    ax.legend()
+    return fig
+
+
+def correctness_map(correct: np.ndarray, *, row_labels: Sequence[str] | None = None,
+                    ax: plt.Axes | None = None) -> Figure:
+    """Per-example correctness at every checkpoint: ``correct`` is ``(M, N, K)`` for K chosen examples.
+
+    Columns are checkpoints run by run (run boundaries marked); EPA is each row's mean.
+    """
+    m, n, k = correct.shape
+    grid = correct.transpose(2, 0, 1).reshape(k, m * n).astype(float)
+    fig, ax = _axes(ax, figsize=(8, 0.35 * k + 1.2))
+    ax.imshow(grid, aspect="auto", cmap="RdYlGn", vmin=0, vmax=1, interpolation="nearest")
+    for run in range(1, m):
+        ax.axvline(run * n - 0.5, color="k", lw=1)
+    ax.set_yticks(range(k))
+    ax.set_yticklabels(row_labels if row_labels is not None else [str(i) for i in range(k)], fontsize=7)
+    ax.set_xlabel(f"checkpoint (epoch ends of {m} runs x {n} epochs)")
+    ax.set_title("green: classified correctly; EPA = share of green")
+    ax.grid(False)
+    return fig
+
+
+def per_class_bar(values: np.ndarray, classes: Sequence[str], *, label: str = "mean EPA",
+                  ax: plt.Axes | None = None) -> Figure:
+    """Bar chart of one value per class, sorted ascending."""
+    order = np.argsort(values)
+    fig, ax = _axes(ax, figsize=(max(6, 0.5 * len(classes)), 4))
+    ax.bar(range(len(order)), np.asarray(values)[order], color="#4c72b0")
+    ax.set_xticks(range(len(order)))
+    ax.set_xticklabels([str(classes[i])[:14] for i in order], rotation=45, ha="right")
+    ax.set_ylabel(label)
+    ax.set_ylim(0, 1)
+    return fig
+
+
+def score_scatter(x: np.ndarray, y: np.ndarray, *, xlabel: str, ylabel: str, color: np.ndarray | None = None,
+                  color_label: str | None = None, ax: plt.Axes | None = None) -> Figure:
+    """Scatter of two per-example scores, optionally coloured by a third."""
+    fig, ax = _axes(ax)
+    points = ax.scatter(x, y, c=color, s=10, alpha=0.7, cmap="viridis")
+    if color is not None:
+        fig.colorbar(points, ax=ax, label=color_label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return fig
+
+
+def bucket_strip(epa_values: np.ndarray, buckets: dict[str, np.ndarray], *, ax: plt.Axes | None = None) -> Figure:
+    """Where the six EPA buckets fall in the sorted EPA curve of the candidates."""
+    fig, ax = _axes(ax)
+    order = np.argsort(epa_values, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    ax.plot(np.arange(len(order)), np.asarray(epa_values)[order], color="0.6", lw=1, label="all candidates")
+    for name, positions in buckets.items():
+        ax.scatter(rank[positions], np.asarray(epa_values)[positions], s=14, color=BUCKET_COLORS.get(name), label=name)
+    ax.set_xlabel("rank by EPA (ascending)")
+    ax.set_ylabel("EPA")
+    ax.legend(fontsize=8, ncol=2)
+    return fig

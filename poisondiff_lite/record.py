@@ -1,0 +1,248 @@
+"""Trajectory recorder: M clean runs, every epoch end evaluated on a fixed set of examples.
+
+Per run x epoch x example it stores the predicted class (int16), the true-class probability (fp16) and optionally
+every logit (fp16). One self-describing ``.npz`` file per experiment holds the arrays and the config that produced
+them; it is rewritten atomically after every finished run, so an interrupted experiment resumes from the last
+finished run and nothing already computed is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .config import TrajectoryConfig
+from .data import DataBundle, ImageDataset, load_dataset
+from .errors import ResultsFileError
+from .train import predict_logits, train_fresh
+from .utils import atomic_write, get_device, progress, resolve_results_dir
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Trajectory:
+    """Recorded predictions of M runs x N epochs on E examples (only the first `completed` runs are filled)."""
+
+    config: TrajectoryConfig
+    labels: np.ndarray  # (E,) true labels of the recorded examples
+    indices: np.ndarray  # (E,) their indices in the evaluated split
+    preds: np.ndarray  # (M, N, E) int16 predicted class
+    true_prob: np.ndarray  # (M, N, E) float16 softmax probability of the true class
+    logits: np.ndarray | None = None  # (M, N, E, C) float16, when config.store_logits
+    completed: int = 0  # runs finished
+    train_accuracy: np.ndarray | None = None  # (M, N) training accuracy per epoch
+    seconds: np.ndarray | None = None  # (M,) wall time per run
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_runs(self) -> int:
+        return self.preds.shape[0]
+
+    @property
+    def num_epochs(self) -> int:
+        return self.preds.shape[1]
+
+    @property
+    def num_examples(self) -> int:
+        return self.preds.shape[2]
+
+    def finished(self, limit: int | None = None) -> Trajectory:
+        """A view holding only the completed runs, at most `limit` of them (what metrics should see)."""
+        k = self.completed if limit is None else min(self.completed, limit)
+        return Trajectory(self.config, self.labels, self.indices, self.preds[:k], self.true_prob[:k],
+                          None if self.logits is None else self.logits[:k], k,
+                          None if self.train_accuracy is None else self.train_accuracy[:k],
+                          None if self.seconds is None else self.seconds[:k], dict(self.extra))
+
+    def correct(self) -> np.ndarray:
+        """(M, N, E) boolean: was the example classified correctly at that checkpoint."""
+        return self.preds == self.labels[None, None, :]
+
+    def eval_accuracy(self) -> np.ndarray:
+        """(M, N) accuracy on the recorded examples after each epoch of each run."""
+        return self.correct().mean(axis=2)
+
+    # -------------------------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically to `path` (``.npz``)."""
+        arrays = {
+            "format_version": np.asarray(FORMAT_VERSION),
+            "config_json": np.asarray(json.dumps(self.config.to_dict(), sort_keys=True)),
+            "extra_json": np.asarray(json.dumps(self.extra, sort_keys=True)),
+            "labels": self.labels, "indices": self.indices, "preds": self.preds, "true_prob": self.true_prob,
+            "completed": np.asarray(self.completed),
+        }
+        for name in ("logits", "train_accuracy", "seconds"):
+            value = getattr(self, name)
+            if value is not None:
+                arrays[name] = value
+        return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Trajectory:
+        """Read a file written by `save`; a corrupt or foreign file raises `ResultsFileError` naming the fix."""
+        path = Path(path)
+        if not path.exists():
+            raise ResultsFileError(f"no trajectory file at {path}. Fix: record one with record_trajectories(...) "
+                                   f"(notebook 01) or check the path.")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                data = {k: npz[k] for k in npz.files}
+            version = int(data["format_version"])
+            config = TrajectoryConfig.from_dict(json.loads(str(data["config_json"])))
+        except Exception as exc:
+            raise ResultsFileError(f"{path} is not a readable trajectory file ({type(exc).__name__}: {exc}). Fix: "
+                                   f"delete it and record again; finished runs in other files are unaffected.") from exc
+        if version != FORMAT_VERSION:
+            raise ResultsFileError(f"{path} has format version {version}, this package reads {FORMAT_VERSION}. "
+                                   f"Fix: record it again with this version.")
+        return cls(config=config, labels=data["labels"], indices=data["indices"], preds=data["preds"],
+                   true_prob=data["true_prob"], logits=data.get("logits"), completed=int(data["completed"]),
+                   train_accuracy=data.get("train_accuracy"), seconds=data.get("seconds"),
+                   extra=json.loads(str(data["extra_json"])))
+
+    @classmethod
+    def empty(cls, config: TrajectoryConfig, labels: np.ndarray, indices: np.ndarray,
+              classes: tuple[str, ...]) -> Trajectory:
+        m, n, e, num_classes = config.runs, config.train.epochs, len(labels), len(classes)
+        return cls(config=config, labels=np.asarray(labels, dtype=np.int64), indices=np.asarray(indices, dtype=np.int64),
+                   preds=np.full((m, n, e), -1, dtype=np.int16), true_prob=np.zeros((m, n, e), dtype=np.float16),
+                   logits=np.zeros((m, n, e, num_classes), dtype=np.float16) if config.store_logits else None,
+                   train_accuracy=np.zeros((m, n), dtype=np.float32), seconds=np.zeros(m, dtype=np.float32),
+                   extra={"classes": list(classes)})
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.extra.get("classes", ()))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) or int(max(self.labels.max(), self.preds.max())) + 1
+
+    def grown_to(self, runs: int) -> Trajectory:
+        """A copy with room for `runs` runs (finished runs kept), for extending an experiment."""
+        if runs <= self.num_runs:
+            return self
+        pad = runs - self.num_runs
+
+        def grow(a: np.ndarray | None, fill: float) -> np.ndarray | None:
+            if a is None:
+                return None
+            return np.concatenate([a, np.full((pad,) + a.shape[1:], fill, dtype=a.dtype)])
+
+        config = TrajectoryConfig.from_dict(dict(self.config.to_dict(), runs=runs))
+        return Trajectory(config, self.labels, self.indices, grow(self.preds, -1), grow(self.true_prob, 0),
+                          grow(self.logits, 0), self.completed, grow(self.train_accuracy, 0), grow(self.seconds, 0),
+                          dict(self.extra))
+
+
+def default_path(config: TrajectoryConfig, results_dir: str | os.PathLike | None = None) -> Path:
+    """``<results>/trajectories/<dataset>-<model>-<hash>.npz``: one file per experiment, shared by all notebooks."""
+    name = f"{config.dataset}-{config.train.model}-{config.key()}.npz"
+    return resolve_results_dir(results_dir) / "trajectories" / name
+
+
+def prepare_data(config: TrajectoryConfig, data: DataBundle | None = None, *, data_dir: str | None = None,
+                 download: bool = False) -> DataBundle:
+    """Load (or take) the dataset and apply the config's class selection."""
+    data = data if data is not None else load_dataset(config.dataset, data_dir, download=download)
+    if config.classes is not None:
+        data = data.select_classes(list(config.classes))
+    return data
+
+
+def record_trajectories(config: TrajectoryConfig, *, data: DataBundle | None = None, path: str | os.PathLike | None = None,
+                        data_dir: str | None = None, download: bool = False, device: torch.device | str = "auto",
+                        show_progress: bool = True, keep_models: bool = False,
+                        results_dir: str | os.PathLike | None = None) -> Trajectory:
+    """Train `config.runs` clean runs and record every epoch end; resume whatever a previous call finished.
+
+    Parameters
+    ----------
+    config : the experiment (dataset, recipe, M, seeds, what to store).
+    data : an already loaded `DataBundle` (else it is loaded from `data_dir`).
+    path : the ``.npz`` file (default `default_path`); an existing file with the same config is resumed, one with a
+        different config is refused (a larger `runs` extends it).
+    keep_models : also save each run's final weights next to the file (``<stem>.run<m>.pt``), e.g. for δ and τ.
+
+    Returns
+    -------
+    The `Trajectory` with all runs completed.
+    """
+    device = get_device(device)
+    path = Path(path) if path is not None else default_path(config, results_dir)
+    data = prepare_data(config, data, data_dir=data_dir, download=download)
+    split: ImageDataset = data.test if config.eval_split == "test" else data.train
+    traj = _resume_or_start(path, config, split, data.classes)
+    if traj.completed >= config.runs:
+        return traj.finished(config.runs)
+    data_on_device = data.to(device)
+    eval_images = split.images.to(device)
+    eval_labels = torch.as_tensor(traj.labels, device=device)
+    runs = progress(range(traj.completed, config.runs), enable=show_progress, desc="clean runs", unit="run",
+                    initial=traj.completed, total=config.runs)
+    for run in runs:
+        start = time.perf_counter()
+
+        def record_epoch(epoch: int, model: nn.Module, run: int = run) -> None:
+            logits = predict_logits(model, eval_images, batch_size=config.train.eval_batch_size, device=device,
+                                    cfg=config.train)
+            traj.preds[run, epoch - 1] = logits.argmax(1).to(torch.int16).cpu().numpy()
+            prob = torch.softmax(logits, 1).gather(1, eval_labels[:, None]).squeeze(1)
+            traj.true_prob[run, epoch - 1] = prob.to(torch.float16).cpu().numpy()
+            if traj.logits is not None:
+                traj.logits[run, epoch - 1] = logits.to(torch.float16).cpu().numpy()
+
+        model, history = train_fresh(data_on_device, config.train, seed=config.seed0 + run, device=device,
+                                     on_epoch_end=record_epoch, show_progress=show_progress,
+                                     desc=f"run {run + 1}/{config.runs}")
+        traj.train_accuracy[run] = history.accuracy
+        traj.seconds[run] = time.perf_counter() - start
+        if keep_models:
+            model_path = path.with_name(f"{path.stem}.run{run}.pt")
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            atomic_write(model_path, lambda f: torch.save({"config": config.to_dict(), "run": run, "state": state}, f))
+        traj.completed = run + 1
+        traj.save(path)
+    return traj.finished()
+
+
+def _resume_or_start(path: Path, config: TrajectoryConfig, split: ImageDataset, classes: tuple[str, ...]) -> Trajectory:
+    if path.exists():
+        old = Trajectory.load(path)
+        if old.config.key() != config.key():
+            raise ResultsFileError(
+                f"{path} holds a different experiment (config {old.config.key()}, yours {config.key()}). Fix: pass "
+                f"another path, or delete the file to start over."
+            )
+        if len(old.labels) != len(split) or not np.array_equal(old.labels, split.labels.cpu().numpy()):
+            raise ResultsFileError(f"{path} was recorded on other data than the dataset loaded now. Fix: pass another "
+                                   f"path, or delete the file to start over.")
+        return old.grown_to(config.runs)
+    labels = split.labels.cpu().numpy()
+    return Trajectory.empty(config, labels, np.arange(len(labels)), classes)
+
+
+def load_run_model(path: str | os.PathLike, run: int = 0) -> nn.Module:
+    """Rebuild run `run`'s final model saved by ``record_trajectories(..., keep_models=True)``."""
+    from .models import build_model
+
+    model_path = Path(path).with_name(f"{Path(path).stem}.run{run}.pt")
+    if not model_path.exists():
+        raise ResultsFileError(f"no saved model at {model_path}. Fix: record with keep_models=True.")
+    saved = torch.load(model_path, map_location="cpu", weights_only=True)
+    config = TrajectoryConfig.from_dict(saved["config"])
+    num_classes = saved["state"]["head.weight"].shape[0]
+    mean = tuple(saved["state"]["mean"].flatten().tolist())
+    std = tuple(saved["state"]["std"].flatten().tolist())
+    model = build_model(config.train.model, num_classes, mean=mean, std=std)
+    model.load_state_dict(saved["state"])
+    return model.eval()

@@ -1,0 +1,110 @@
+"""Small shared helpers: devices, seeds, progress bars, atomic writes, quick-mode resolution."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .errors import DeviceUnavailableError, check_choice
+
+T = TypeVar("T")
+
+QUICK_ENV = "POISONDIFF_QUICK"
+RESULTS_ENV = "POISONDIFF_RESULTS"
+
+
+def get_device(device: str | torch.device = "auto") -> torch.device:
+    """Resolve ``"auto" | "cpu" | "cuda" | "cuda:N"`` to a `torch.device`.
+
+    ``"auto"`` picks CUDA when present. Asking for CUDA on a machine without it raises a clear error.
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    device = str(device).lower()
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_choice("device", device.split(":")[0], ["auto", "cpu", "cuda"])
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceUnavailableError(
+            f"device {device!r} was requested but this machine has no usable CUDA GPU; "
+            'use DEVICE="cpu" (or "auto") to run on the CPU'
+        )
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_quick(quick: bool | None = None, device: torch.device | None = None) -> bool:
+    """Decide quick mode: an explicit bool wins, then ``POISONDIFF_QUICK``, then "quick unless a GPU is present"."""
+    if quick is not None:
+        return bool(quick)
+    env = os.environ.get(QUICK_ENV)
+    if env is not None and env.strip() != "":
+        return env.strip().lower() not in {"0", "false", "no", "off"}
+    if device is not None:
+        return device.type != "cuda"
+    return not torch.cuda.is_available()
+
+
+def resolve_results_dir(results_dir: str | os.PathLike | None = None) -> Path:
+    """Where experiments are saved: the argument, then ``POISONDIFF_RESULTS``, then ``results/`` in the project."""
+    if results_dir is not None:
+        path = Path(results_dir)
+    elif os.environ.get(RESULTS_ENV):
+        path = Path(os.environ[RESULTS_ENV])
+    else:
+        path = project_root() / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def project_root() -> Path:
+    """The source checkout holding this package, or the working directory for a plain install."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").exists():
+        return here
+    return Path.cwd()
+
+
+def progress(iterable: Iterable[T], *, enable: bool = True, **kwargs: Any) -> Iterable[T]:
+    """Wrap an iterable in a `tqdm.auto` bar (notebook widget or terminal); ``enable=False`` gives no bar."""
+    return tqdm(iterable, disable=not enable, mininterval=0.5, dynamic_ncols=True, **kwargs)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binary: bool = True) -> Path:
+    """Write a file through ``write(fileobj)`` into a temporary sibling, fsync, then rename over `path`.
+
+    A crash mid-write leaves the old file (or none) in place, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically write `obj` as indented JSON."""
+    return atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True), binary=False)
