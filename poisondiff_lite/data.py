@@ -332,16 +332,17 @@ def _obtain_tiny(root: Path, download: bool) -> Path:
 
 
 def _decode(path: Path) -> np.ndarray:
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    from PIL import Image
 
     try:
-        image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
     except Exception as exc:
         raise DatasetCorruptError(f"cannot decode image {path} ({exc}). Fix: restore that file from the original "
                                   f"tiny-imagenet-200.zip, or delete the folder and download again.") from exc
-    if tuple(image.shape) != (3, 64, 64):
-        raise DatasetCorruptError(f"image {path} has shape {tuple(image.shape)}, expected (3, 64, 64).")
-    return image.numpy()
+    if array.shape != (64, 64, 3):
+        raise DatasetCorruptError(f"image {path} has shape {array.shape}, expected (64, 64, 3).")
+    return array.transpose(2, 0, 1)
 
 
 def _read_tiny(folder: Path, show_progress: bool) -> dict[str, np.ndarray]:

@@ -1,0 +1,70 @@
+"""Shared fixtures. Points the loaders at the offline dataset subsets and keeps every run CPU-sized and quiet."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "datasets"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # set before any notebook kernel starts: kernels inherit this environment
+    if not os.environ.get("POISONDIFF_DATA") and SHARED_DATA.exists():
+        os.environ["POISONDIFF_DATA"] = str(SHARED_DATA)
+    os.environ.setdefault("POISONDIFF_QUICK", "1")
+    os.environ.setdefault("POISONDIFF_RESULTS", tempfile.mkdtemp(prefix="poisondiff-results-"))
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("MPLBACKEND", "agg")
+
+
+def _data_root() -> Path:
+    root = Path(os.environ.get("POISONDIFF_DATA", SHARED_DATA))
+    if not (root / "cifar10-subset").exists() and not (root / "cifar-10-batches-py").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide the dataset subsets; none under {root}")
+        pytest.skip(f"no datasets under {root}; set POISONDIFF_DATA")
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return _data_root()
+
+
+@pytest.fixture(scope="session")
+def cifar(data_root):
+    from poisondiff_lite import load_dataset
+
+    return load_dataset("cifar10", data_root)
+
+
+@pytest.fixture(scope="session")
+def tiny(data_root):
+    from poisondiff_lite import load_dataset
+
+    return load_dataset("tinyimagenet", data_root, progress_bar=False)
+
+
+@pytest.fixture()
+def toy_bundle():
+    """A learnable 4-class problem of 16x16 images: class k has a bright square in quadrant k."""
+    import torch
+
+    from poisondiff_lite.data import DataBundle, ImageDataset
+
+    gen = torch.Generator().manual_seed(0)
+
+    def make(n: int) -> ImageDataset:
+        labels = torch.arange(n) % 4
+        images = torch.randint(0, 60, (n, 3, 16, 16), generator=gen, dtype=torch.uint8)
+        for k in range(4):
+            r, c = divmod(k, 2)
+            images[labels == k, :, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8] += 150
+        return ImageDataset(images, labels)
+
+    return DataBundle("cifar10", make(64), make(32), ("a", "b", "c", "d"), (0.5,) * 3, (0.25,) * 3, source="toy")
