@@ -96,9 +96,11 @@ class TrajectoryConfig:
 
     @classmethod
     def quick(cls, dataset: str = "cifar10", **overrides: Any) -> TrajectoryConfig:
-        """CPU-sized: 4 runs x 6 epochs of the small fast network; TinyImageNet keeps 10 classes."""
-        classes = tuple(range(10)) if dataset == "tinyimagenet" else None
-        base = cls(dataset=dataset, train=TrainConfig.quick(), runs=4, classes=classes)
+        """CPU-sized: 4 runs x 6 epochs of the small fast network (TinyImageNet: 10 classes, 3 runs x 5 epochs)."""
+        if dataset == "tinyimagenet":
+            base = cls(dataset=dataset, train=TrainConfig.quick(epochs=5), runs=3, classes=tuple(range(10)))
+        else:
+            base = cls(dataset=dataset, train=TrainConfig.quick(), runs=4)
         return dataclasses.replace(base, **overrides)
 
     @classmethod

@@ -120,7 +120,7 @@ def score_scatter(x: np.ndarray, y: np.ndarray, *, xlabel: str, ylabel: str, col
                   color_label: str | None = None, ax: plt.Axes | None = None) -> Figure:
     """Scatter of two per-example scores, optionally coloured by a third."""
     fig, ax = _axes(ax)
-    points = ax.scatter(x, y, c=color, s=10, alpha=0.7, cmap="viridis")
+    points = ax.scatter(x, y, c=color, s=10, alpha=0.7, cmap="viridis" if color is not None else None)
     if color is not None:
         fig.colorbar(points, ax=ax, label=color_label)
     ax.set_xlabel(xlabel)

@@ -1,0 +1,96 @@
+"""Project contracts: environment.yml agrees with pyproject.toml, notebooks follow the skeleton, the CLI fails cleanly."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+REQUIRED_PARAMETERS = {"QUICK", "SEED", "DEVICE", "DATA_DIR"}
+
+
+def _pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _pins(requirements):
+    return {re.split(r"[=<>~!\[ ]", r, maxsplit=1)[0].lower(): r.replace(" ", "") for r in requirements}
+
+
+def test_environment_yml_agrees_with_pyproject():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    project = _pyproject()["project"]
+    assert env["channels"] == ["conda-forge"]
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
+    minimum = project["requires-python"].removeprefix(">=")
+    assert tuple(map(int, python.split("=")[1].split("."))) >= tuple(map(int, minimum.split(".")))
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    install = [p for p in pip if p.startswith("-e")]
+    assert len(install) == 1, "environment.yml must install the project itself"
+    extras = re.search(r"\[(.*)\]", install[0]).group(1).split(",")
+    assert set(extras) <= set(project["optional-dependencies"]), "environment.yml names an extra pyproject lacks"
+    declared = _pins(project["dependencies"])
+    for requirement in (p for p in pip if not p.startswith("-e")):
+        name = re.split(r"[=<>~!]", requirement)[0].lower()
+        assert declared.get(name) == requirement, f"{requirement} in environment.yml differs from pyproject.toml"
+    assert declared["torch"] == "torch==2.14.1" and declared["torchvision"] == "torchvision==0.29.1"
+
+
+def test_extras_hold_what_the_readme_promises():
+    extras = _pyproject()["project"]["optional-dependencies"]
+    names = {n for group in extras.values() for n in _pins(group)}
+    assert {"jupyterlab", "ipywidgets", "papermill", "nbval", "pytest"} <= names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_skeleton(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {path.name[:2]} ")
+    assert "Learning goals" in nb.cells[0].source
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged `parameters`"
+    names = set(re.findall(r"^([A-Z_]+) = ", tagged[0].source, flags=re.M))
+    assert REQUIRED_PARAMETERS <= names
+    for line in tagged[0].source.splitlines():
+        assert "#" in line, f"parameter without a comment: {line}"
+    headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]
+    assert any(h.startswith("## Exercises") for h in headings)
+    assert "## Summary" in "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, "outputs must be stripped in git"
+
+
+def test_papermill_sees_the_parameters():
+    import papermill as pm
+
+    for path in NOTEBOOKS:
+        assert REQUIRED_PARAMETERS <= set(pm.inspect_notebook(str(path)))
+
+
+def test_cli_reports_bad_input_in_one_line():
+    result = subprocess.run([sys.executable, "-m", "poisondiff_lite.cli", "epa", "--dataset", "mnist"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown dataset 'mnist'; valid choices: 'cifar10', 'tinyimagenet'"]
+
+
+def test_papermill_runs_a_notebook_with_injected_parameters(tmp_path):
+    import papermill as pm
+
+    out = tmp_path / "00.ipynb"
+    pm.execute_notebook(str(NOTEBOOKS[0]), str(out), parameters={"QUICK": True, "SEED": 3, "INTERACTIVE": False},
+                        cwd=str(NOTEBOOKS[0].parent), kernel_name="python3", progress_bar=False)
+    nb = nbformat.read(out, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "SEED = 3" in injected[0].source
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "quick mode: True" in printed
