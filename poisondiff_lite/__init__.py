@@ -11,7 +11,7 @@ from .metrics import dps, epa, epa_buckets, per_class_mean, select_targets, soft
 from .models import MODELS, build_model
 from .record import Trajectory, default_path, load_run_model, record_trajectories
 from .train import History, accuracy, predict_logits, train_fresh, train_model
-from .utils import get_device, resolve_quick, resolve_results_dir, seed_everything
+from .utils import get_device, resolve_quick, resolve_results_dir, seed_everything, short_errors
 
 __version__ = "0.1.0"
 
@@ -21,5 +21,5 @@ __all__ = [
     "TrajectoryConfig", "accuracy", "build_model", "default_path", "dps", "epa", "epa_buckets", "get_device",
     "load_cifar10", "load_dataset", "load_run_model", "load_tinyimagenet", "per_class_mean", "predict_logits",
     "record_trajectories", "resolve_data_dir", "resolve_quick", "resolve_results_dir", "seed_everything",
-    "select_targets", "soft_epa", "train_fresh", "train_model", "trajectory_metrics",
+    "select_targets", "short_errors", "soft_epa", "train_fresh", "train_model", "trajectory_metrics",
 ]

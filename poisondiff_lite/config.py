@@ -83,6 +83,7 @@ class TrajectoryConfig:
     seed0: int = 0  # seed of the first run
     eval_split: str = "test"  # which split is recorded ("test": the targets are never trained on)
     classes: tuple[int, ...] | None = None  # keep only these classes (None: all)
+    eval_indices: tuple[int, ...] | None = None  # record only these examples of the split (None: all of it)
     store_logits: bool = False  # also store every logit in fp16 (M x N x E x C)
 
     def __post_init__(self) -> None:
@@ -91,8 +92,10 @@ class TrajectoryConfig:
         check_positive("runs", self.runs)
         if isinstance(self.train, dict):  # rebuilt from JSON
             object.__setattr__(self, "train", TrainConfig(**_tuples(self.train)))
-        if self.classes is not None:
-            object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+        for name in ("classes", "eval_indices"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(int(v) for v in value))
 
     @classmethod
     def quick(cls, dataset: str = "cifar10", **overrides: Any) -> TrajectoryConfig:

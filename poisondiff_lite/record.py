@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from .config import TrajectoryConfig
 from .data import DataBundle, ImageDataset, load_dataset
-from .errors import ResultsFileError
+from .errors import InvalidChoiceError, ResultsFileError
 from .train import predict_logits, train_fresh
 from .utils import atomic_write, get_device, progress, resolve_results_dir
 
@@ -181,7 +181,12 @@ def record_trajectories(config: TrajectoryConfig, *, data: DataBundle | None = N
     path = Path(path) if path is not None else default_path(config, results_dir)
     data = prepare_data(config, data, data_dir=data_dir, download=download)
     split: ImageDataset = data.test if config.eval_split == "test" else data.train
-    traj = _resume_or_start(path, config, split, data.classes)
+    indices = np.arange(len(split)) if config.eval_indices is None else np.asarray(config.eval_indices)
+    if len(indices) == 0 or indices.min() < 0 or indices.max() >= len(split):
+        raise InvalidChoiceError(f"eval_indices must be non-empty and lie in [0, {len(split)}) for the "
+                                 f"{config.eval_split} split")
+    split = split.subset(indices)
+    traj = _resume_or_start(path, config, split, data.classes, indices)
     if traj.completed >= config.runs:
         return traj.finished(config.runs)
     data_on_device = data.to(device)
@@ -215,7 +220,8 @@ def record_trajectories(config: TrajectoryConfig, *, data: DataBundle | None = N
     return traj.finished()
 
 
-def _resume_or_start(path: Path, config: TrajectoryConfig, split: ImageDataset, classes: tuple[str, ...]) -> Trajectory:
+def _resume_or_start(path: Path, config: TrajectoryConfig, split: ImageDataset, classes: tuple[str, ...],
+                     indices: np.ndarray) -> Trajectory:
     if path.exists():
         old = Trajectory.load(path)
         if old.config.key() != config.key():
@@ -228,7 +234,7 @@ def _resume_or_start(path: Path, config: TrajectoryConfig, split: ImageDataset, 
                                    f"path, or delete the file to start over.")
         return old.grown_to(config.runs)
     labels = split.labels.cpu().numpy()
-    return Trajectory.empty(config, labels, np.arange(len(labels)), classes)
+    return Trajectory.empty(config, labels, indices, classes)
 
 
 def load_run_model(path: str | os.PathLike, run: int = 0) -> nn.Module:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import DeviceUnavailableError, check_choice
+from .errors import DeviceUnavailableError, PoisonDiffError, check_choice
 
 T = TypeVar("T")
 
@@ -108,3 +108,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binar
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Atomically write `obj` as indented JSON."""
     return atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True), binary=False)
+
+
+def short_errors() -> None:
+    """In IPython/Jupyter, show errors the user can fix (`PoisonDiffError`) as one line instead of a traceback.
+
+    The cell still fails (papermill and nbval see the error); only the display is shortened. Outside IPython: no-op.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def one_line(shell, etype, value, tb, tb_offset=None):
+        shell._showtraceback(etype, value, [f"{etype.__name__}: {value}"])
+
+    shell.set_custom_exc((PoisonDiffError,), one_line)

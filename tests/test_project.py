@@ -94,3 +94,17 @@ def test_papermill_runs_a_notebook_with_injected_parameters(tmp_path):
     assert len(injected) == 1 and "SEED = 3" in injected[0].source
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "quick mode: True" in printed
+
+
+def test_notebook_errors_show_one_line_naming_the_choices():
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell("import poisondiff_lite as pdl\npdl.short_errors()"),
+                             new_code_cell('pdl.TrainConfig(model="resnet99")')])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    NotebookClient(nb, timeout=120, allow_errors=True, kernel_name="python3").execute()
+    errors = [o for o in nb.cells[1].outputs if o.output_type == "error"]
+    assert len(errors) == 1, "the cell must still fail, so papermill and nbval stop there"
+    assert errors[0].ename == "InvalidChoiceError"
+    assert len(errors[0].traceback) == 1 and "valid choices: 'fastnet'" in errors[0].traceback[0]

@@ -124,3 +124,16 @@ def test_recorded_values_match_the_saved_final_model(tmp_path, toy_bundle):
     np.testing.assert_allclose(traj.true_prob[0, -1], prob.numpy(), atol=2e-3)
     np.testing.assert_allclose(traj.logits[0, -1], logits.numpy(), atol=2e-2, rtol=1e-2)
     np.testing.assert_allclose(traj.eval_accuracy()[0], (traj.preds[0] == traj.labels).mean(1))
+
+
+def test_records_only_the_chosen_examples(tmp_path, toy_bundle):
+    chosen = (5, 0, 17)
+    traj = record.record_trajectories(toy_config(runs=1, eval_indices=chosen), data=toy_bundle, path=tmp_path / "t.npz",
+                                      show_progress=False, device="cpu")
+    assert traj.preds.shape == (1, 2, 3)
+    np.testing.assert_array_equal(traj.indices, chosen)
+    np.testing.assert_array_equal(traj.labels, toy_bundle.test.labels[list(chosen)].numpy())
+    from poisondiff_lite import InvalidChoiceError
+    with pytest.raises(InvalidChoiceError, match="eval_indices"):
+        record.record_trajectories(toy_config(runs=1, eval_indices=(99,)), data=toy_bundle, path=tmp_path / "u.npz",
+                                   show_progress=False, device="cpu")
