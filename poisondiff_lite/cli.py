@@ -1,4 +1,5 @@
-"""Command line: ``poisondiff tutorial`` (run every notebook headlessly) and ``poisondiff epa`` (EPA to CSV).
+"""Command line: ``poisondiff tutorial`` (run every notebook headlessly), ``poisondiff epa`` (EPA to CSV) and
+``poisondiff metrics`` (EPA, DPS, δ and τ of chosen targets to CSV).
 
 Errors the user can fix are printed as one line (``error: ...``) with exit code 2, never as a traceback.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import sys
 import time
@@ -69,6 +71,32 @@ def _epa(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics(args: argparse.Namespace) -> int:
+    from .config import TrajectoryConfig
+    from .data import load_dataset
+    from .metrics_table import target_metrics_csv
+
+    preset = TrajectoryConfig.full if args.full else TrajectoryConfig.quick
+    config = preset(args.dataset)
+    overrides = {k: v for k, v in (("runs", args.runs), ("seed0", args.seed)) if v is not None}
+    if args.epochs:
+        overrides["train"] = dataclasses.replace(config.train, epochs=args.epochs)
+    config = dataclasses.replace(config, **overrides)
+    data = load_dataset(config.dataset, args.data_dir, download=args.download)
+    if config.classes is not None:
+        data = data.select_classes(list(config.classes))
+    poison = None
+    if args.poison_class and args.poison_class != ["all"]:
+        poison = [data.class_index(int(c) if c.isdigit() else c) for c in args.poison_class]
+    target = int(args.target_class) if str(args.target_class).isdigit() else args.target_class
+    rows = target_metrics_csv(config, args.out, target_class=target, per_bucket=args.per_bucket,
+                              indices=args.indices, poison_classes=poison, last_layer_only=args.last_layer,
+                              tau_batches=args.tau_batches, tau_batch_size=args.tau_batch_size, variant=args.variant,
+                              data=data, device=args.device, show_progress=not args.no_progress)
+    print(f"{args.out}: {len(rows)} rows (target x poison class)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="poisondiff", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
     epa.add_argument("--out", default="results/epa.csv", help="CSV to write")
     epa.add_argument("--no-progress", action="store_true", help="no progress bars")
     epa.set_defaults(func=_epa)
+
+    met = sub.add_parser("metrics", help="EPA, DPS, δ and τ of chosen targets to a CSV (resumable)")
+    met.add_argument("--dataset", default="cifar10", help='"cifar10" | "tinyimagenet"')
+    met.add_argument("--full", action="store_true", help="paper settings (M=8, 40 epochs, ResNet-18/VGG-16)")
+    met.add_argument("--runs", type=int, default=None, help="override M, the number of clean runs")
+    met.add_argument("--epochs", type=int, default=None, help="override the epochs of each clean run")
+    met.add_argument("--seed", type=int, default=None, help="seed of the first clean run")
+    met.add_argument("--target-class", default="0", help="class whose EPA buckets give the targets (name or index)")
+    met.add_argument("--per-bucket", type=int, default=10, help="targets per EPA bucket")
+    met.add_argument("--indices", type=int, nargs="*", default=None, help="explicit test indices instead of buckets")
+    met.add_argument("--poison-class", nargs="*", default=["all"], help='poison classes (names or indices) or "all"')
+    met.add_argument("--last-layer", action="store_true", help="δ and τ over the last layer only")
+    met.add_argument("--tau-batches", type=int, default=50, help="batches estimating g(D_c; w_p)")
+    met.add_argument("--tau-batch-size", type=int, default=256, help="their size")
+    met.add_argument("--variant", default="derived", help='Lambert-W argument: "derived" (C-1)/e or "authors" C-1/e')
+    met.add_argument("--data-dir", default=None, help="dataset folder (else $POISONDIFF_DATA, else data/)")
+    met.add_argument("--download", action="store_true", help="download the dataset when missing")
+    met.add_argument("--device", default="auto", help='"auto" | "cpu" | "cuda"')
+    met.add_argument("--out", default="results/metrics.csv", help="CSV to write (rows already there are kept)")
+    met.add_argument("--no-progress", action="store_true", help="no progress bars")
+    met.set_defaults(func=_metrics)
     return parser
 
 

@@ -52,6 +52,10 @@ def tiny(data_root):
 
 @pytest.fixture()
 def toy_bundle():
+    return make_toy_bundle()
+
+
+def make_toy_bundle():
     """A learnable 4-class problem of 16x16 images: class k has a bright square in quadrant k."""
     import torch
 

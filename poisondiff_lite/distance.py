@@ -1,0 +1,267 @@
+"""Poisoning distance δ: the smallest step along the poison-class gradient, in parameter space, that flips a target.
+
+For a clean model ``w``, a target ``x`` and a poison class ``p`` (paper notes, section 1.3):
+
+    g  = ∇_w CE(f(x; w), p)                     over all trainable parameters (or only the head)
+    η* = min { η ≥ 0 : argmax f(x; w − η g) = p }
+
+found by doubling from ``η = m_init`` to bracket the flip, then bisecting to tolerance ``alpha``. The model is in
+eval mode (BatchNorm statistics are buffers and do not move). We return η* (``step``, what the authors' code ranks
+by), ``grad_norm`` = ‖g‖ and ``distance`` = η*·‖g‖, the length of the parameter move.
+
+Two implementations that must agree: `poisoning_distance` steps one target at a time by editing the weights in place
+and restoring them exactly; `distance_matrix` runs many (target, class) pairs in lockstep with `torch.func`, never
+touching the model's weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
+from .errors import InvalidChoiceError, check_positive
+from .utils import get_device, progress
+
+
+@dataclass(frozen=True)
+class DistanceResult:
+    """δ for one (target, poison class) pair."""
+
+    step: float  # η*: the step size along -g (inf when the prediction never flips)
+    grad_norm: float  # ‖g‖ over the moved parameters
+    distance: float  # η*·‖g‖: length of the parameter move
+    pred_before: int  # the clean model's prediction on the target
+
+
+def moved_parameters(model: nn.Module, last_layer_only: bool = False) -> dict[str, torch.Tensor]:
+    """The parameters δ moves: every trainable one, or only the linear head's (``head.*``)."""
+    named = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    if last_layer_only:
+        named = {k: p for k, p in named.items() if k.startswith("head.")}
+        if not named:
+            raise InvalidChoiceError("last_layer_only=True needs a model with a `head` (any poisondiff_lite model)")
+    return named
+
+
+def _as_batch(image: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A uint8 ``(3, H, W)`` or float image to a float ``(1, 3, H, W)`` batch in [0, 1]."""
+    x = image.to(device)
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    return x.unsqueeze(0) if x.ndim == 3 else x
+
+
+def _check_search(alpha: float, m_init: float, max_doublings: int) -> None:
+    check_positive("alpha", alpha)
+    check_positive("m_init", m_init)
+    check_positive("max_doublings", max_doublings, allow_zero=True)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  one target at a time (the reference; also the per-target baseline of the benchmark)
+# -----------------------------------------------------------------------------------------------------------------
+def poisoning_distance(model: nn.Module, image: torch.Tensor, poison_class: int, *, last_layer_only: bool = False,
+                       alpha: float = 1e-4, m_init: float = 1.0, max_doublings: int = 40,
+                       device: torch.device | str = "auto") -> DistanceResult:
+    """δ of one target toward `poison_class` (the authors' algorithm, step by step).
+
+    Parameters
+    ----------
+    model : a trained classifier taking images in [0, 1]; its weights are restored exactly afterwards.
+    image : the target, uint8 ``(3, H, W)`` or float in [0, 1].
+    poison_class : the class the attacker wants.
+    last_layer_only : move only the head's parameters (cheaper; closer to the linear theory behind τ).
+    alpha : bisection tolerance on η. m_init : first bracket end. max_doublings : bracket doublings before giving up.
+    """
+    _check_search(alpha, m_init, max_doublings)
+    device = get_device(device)
+    model.to(device)
+    was_training = model.training
+    model.eval()
+    params = moved_parameters(model, last_layer_only)
+    x = _as_batch(image, device)
+    num_classes = model(x).shape[1]
+    if not 0 <= poison_class < num_classes:
+        raise InvalidChoiceError(f"poison_class must be in [0, {num_classes}), got {poison_class}")
+    saved = {k: p.detach().clone() for k, p in params.items()}
+    try:
+        loss = F.cross_entropy(model(x), torch.tensor([poison_class], device=device))
+        grads = torch.autograd.grad(loss, list(params.values()))
+        grad_norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
+
+        @torch.no_grad()
+        def predicts_poison(eta: float) -> bool:
+            for (name, p), g in zip(params.items(), grads):
+                p.copy_(saved[name] - eta * g)
+            return int(model(x).argmax(1)) == poison_class
+
+        with torch.no_grad():
+            pred_before = int(model(x).argmax(1))
+        if pred_before == poison_class:
+            step = 0.0
+        else:
+            lo, hi = 0.0, m_init
+            doublings = 0
+            while not predicts_poison(hi):
+                if doublings == max_doublings:
+                    return DistanceResult(math.inf, grad_norm, math.inf, pred_before)
+                lo, hi = hi, 2 * hi
+                doublings += 1
+            while hi - lo > alpha:
+                mid = (lo + hi) / 2
+                if predicts_poison(mid):
+                    hi = mid
+                else:
+                    lo = mid
+            step = hi
+        return DistanceResult(step, grad_norm, step * grad_norm, pred_before)
+    finally:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(saved[name])
+        model.train(was_training)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  many (target, class) pairs in lockstep with torch.func
+# -----------------------------------------------------------------------------------------------------------------
+@dataclass
+class DistanceMatrix:
+    """δ for targets x poison classes; entries where the class is the target's own label are NaN."""
+
+    step: np.ndarray  # (T, C) η*
+    grad_norm: np.ndarray  # (T, C) ‖g‖
+    distance: np.ndarray  # (T, C) η*·‖g‖
+    pred_before: np.ndarray  # (T,) clean prediction
+    labels: np.ndarray  # (T,) true labels
+    last_layer_only: bool = False
+
+
+class _PairEvaluator:
+    """Logits of single images under per-pair parameter sets, batched with `vmap` over `functional_call`."""
+
+    def __init__(self, model: nn.Module, last_layer_only: bool) -> None:
+        self.model = model
+        self.moved = {k: p.detach() for k, p in moved_parameters(model, last_layer_only).items()}
+        self.fixed = {k: p.detach() for k, p in model.named_parameters() if k not in self.moved}
+        self.fixed.update({k: b for k, b in model.named_buffers()})
+
+    def logits(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, {**params, **self.fixed}, (x.unsqueeze(0),)).squeeze(0)
+
+    def loss(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.logits(params, x).unsqueeze(0), y.unsqueeze(0))
+
+    def gradients(self, xs: torch.Tensor, ys: torch.Tensor) -> dict[str, torch.Tensor]:
+        return vmap(grad(self.loss), in_dims=(None, 0, 0))(self.moved, xs, ys)
+
+    @torch.no_grad()
+    def predictions(self, grads: dict[str, torch.Tensor], xs: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+        stepped = {k: self.moved[k].unsqueeze(0) - eta.view(-1, *[1] * self.moved[k].ndim) * g
+                   for k, g in grads.items()}
+        return vmap(self.logits, in_dims=(0, 0))(stepped, xs).argmax(-1)
+
+
+def _lockstep_search(evaluate, targets: torch.Tensor, n: int, device: torch.device, alpha: float, m_init: float,
+                     max_doublings: int) -> torch.Tensor:
+    """The doubling-then-bisection search of `poisoning_distance`, for `n` pairs at once.
+
+    ``evaluate(rows, eta)`` returns the predictions of pairs `rows` at steps `eta`. Every pair makes exactly the
+    decisions the one-at-a-time search would make.
+    """
+    step = torch.full((n,), math.inf, dtype=torch.float64, device=device)
+    everyone = torch.arange(n, device=device)
+    already = evaluate(everyone, torch.zeros(n, device=device)) == targets
+    step[already] = 0.0
+    lo = torch.zeros(n, dtype=torch.float64, device=device)
+    hi = torch.full((n,), m_init, dtype=torch.float64, device=device)
+    searching = everyone[~already]
+    found = torch.zeros(n, dtype=torch.bool, device=device)
+    for doubling in range(max_doublings + 1):
+        if len(searching) == 0:
+            break
+        hit = evaluate(searching, hi[searching].float()) == targets[searching]
+        found[searching[hit]] = True
+        searching = searching[~hit]
+        if doubling < max_doublings:
+            lo[searching] = hi[searching]
+            hi[searching] = 2 * hi[searching]
+    bisecting = torch.nonzero(found).squeeze(1)
+    while len(bisecting):
+        bisecting = bisecting[(hi[bisecting] - lo[bisecting]) > alpha]
+        if len(bisecting) == 0:
+            break
+        mid = (lo[bisecting] + hi[bisecting]) / 2
+        hit = evaluate(bisecting, mid.float()) == targets[bisecting]
+        hi[bisecting[hit]] = mid[hit]
+        lo[bisecting[~hit]] = mid[~hit]
+    step[found] = hi[found]
+    return step
+
+
+def distance_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | np.ndarray, *,
+                    poison_classes: list[int] | None = None, last_layer_only: bool = False, alpha: float = 1e-4,
+                    m_init: float = 1.0, max_doublings: int = 40, device: torch.device | str = "auto",
+                    max_chunk_bytes: int = 1 << 28, show_progress: bool = True) -> DistanceMatrix:
+    """δ for every target x poison class, without copying the model per target.
+
+    Parameters
+    ----------
+    images : targets, uint8 ``(T, 3, H, W)`` (or float in [0, 1]).
+    labels : their true labels ``(T,)``; the pair (target, own label) is skipped (NaN).
+    poison_classes : the classes to test (default: all).
+    max_chunk_bytes : memory for the per-pair parameter copies of one chunk (pairs are processed in chunks).
+
+    Returns
+    -------
+    `DistanceMatrix` with ``(T, C)`` arrays over all C classes (untested classes are NaN).
+    """
+    _check_search(alpha, m_init, max_doublings)
+    device = get_device(device)
+    model.to(device)
+    was_training = model.training
+    model.eval()
+    xs = images.to(device)
+    xs = xs.float() / 255.0 if xs.dtype == torch.uint8 else xs.float()
+    labels_np = np.asarray(torch.as_tensor(labels).cpu())
+    if len(labels_np) != len(xs):
+        raise InvalidChoiceError(f"got {len(xs)} images but {len(labels_np)} labels")
+    evaluator = _PairEvaluator(model, last_layer_only)
+    with torch.no_grad():
+        pred_before = model(xs).argmax(1).cpu().numpy()
+        num_classes = int(model(xs[:1]).shape[1])
+    classes = list(range(num_classes)) if poison_classes is None else [int(c) for c in poison_classes]
+    for c in classes:
+        if not 0 <= c < num_classes:
+            raise InvalidChoiceError(f"poison class {c} is not in [0, {num_classes})")
+    pairs = [(t, c) for t in range(len(xs)) for c in classes if c != labels_np[t]]
+    shape = (len(xs), num_classes)
+    out = {k: np.full(shape, np.nan) for k in ("step", "grad_norm", "distance")}
+    param_bytes = 4 * sum(p.numel() for p in evaluator.moved.values())
+    chunk = max(1, int(max_chunk_bytes // (2 * param_bytes)))  # the gradients and the stepped copy
+    starts = range(0, len(pairs), chunk)
+    try:
+        for begin in progress(starts, enable=show_progress and len(starts) > 1, desc="δ pairs", unit="chunk"):
+            block = pairs[begin:begin + chunk]
+            t_idx = torch.tensor([t for t, _ in block], device=device)
+            targets = torch.tensor([c for _, c in block], device=device)
+            grads = evaluator.gradients(xs[t_idx], targets)
+            norms = torch.sqrt(sum((g.double() ** 2).flatten(1).sum(1) for g in grads.values()))
+
+            def evaluate(rows: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+                return evaluator.predictions({k: g[rows] for k, g in grads.items()}, xs[t_idx[rows]], eta)
+
+            steps = _lockstep_search(evaluate, targets, len(block), device, alpha, m_init, max_doublings)
+            for j, (t, c) in enumerate(block):
+                out["step"][t, c] = float(steps[j])
+                out["grad_norm"][t, c] = float(norms[j])
+                out["distance"][t, c] = float(steps[j] * norms[j])
+    finally:
+        model.train(was_training)
+    return DistanceMatrix(out["step"], out["grad_norm"], out["distance"], pred_before, labels_np, last_layer_only)

@@ -1,0 +1,113 @@
+"""EPA, DPS, δ and τ for chosen targets in one plain CSV: resumable, one row per (target, poison class)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .budget import budget_lower_bound
+from .config import TrajectoryConfig
+from .data import DataBundle
+from .distance import DistanceResult, distance_matrix
+from .errors import ResultsFileError
+from .metrics import select_targets, trajectory_metrics
+from .record import default_path, load_run_model, prepare_data, record_trajectories
+from .utils import atomic_write, get_device, progress
+
+COLUMNS = ("dataset", "index", "label", "bucket", "epa", "soft_epa", "dps", "dominant", "poison_class", "delta_step",
+           "grad_norm", "delta_param", "tau", "tau_inner")
+
+
+def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a metrics CSV (empty when the file does not exist); a foreign file is refused."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ResultsFileError(f"{path} is not a poisondiff metrics CSV (columns {reader.fieldnames}). Fix: pass "
+                                   f"another --out path, or delete the file.")
+        return list(reader)
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=False)
+
+
+def _fmt(value: float) -> str:
+    return "inf" if math.isinf(value) else ("nan" if math.isnan(value) else f"{value:.8g}")
+
+
+def target_metrics_csv(config: TrajectoryConfig, out: str | os.PathLike, *, target_class: int | str | None = 0,
+                       per_bucket: int = 10, indices: list[int] | None = None, poison_classes: list[int] | None = None,
+                       last_layer_only: bool = False, tau_batches: int | None = 50, tau_batch_size: int = 256,
+                       variant: str = "derived", data: DataBundle | None = None, data_dir: str | None = None,
+                       download: bool = False, device: torch.device | str = "auto", show_progress: bool = True,
+                       results_dir: str | os.PathLike | None = None) -> list[dict[str, str]]:
+    """Write EPA, soft EPA, DPS, δ and τ of chosen targets to `out`, skipping pairs already there.
+
+    Targets are the authors' EPA buckets of `target_class` (`per_bucket` each), or the test `indices` given. δ and τ
+    use the final model of the trajectory experiment's first run (recorded first if needed). The file is rewritten
+    atomically after every target, so an interrupted call resumes where it stopped.
+    """
+    device = get_device(device)
+    data = prepare_data(config, data, data_dir=data_dir, download=download)
+    path = default_path(config, results_dir)
+    traj = record_trajectories(config, data=data, device=device, show_progress=show_progress, keep_models=True,
+                               path=path)
+    try:
+        model = load_run_model(path, run=0).to(device)
+    except ResultsFileError:  # the experiment was recorded earlier without keep_models
+        raise ResultsFileError(f"{path} was recorded without saved models. Fix: delete it (or choose another "
+                               f"--trajectory path) so it is recorded again with keep_models=True.") from None
+    scores = trajectory_metrics(traj)
+    position = {int(i): k for k, i in enumerate(scores["indices"])}
+    if indices is not None:
+        chosen = [{"bucket": "chosen", "index": int(i)} for i in indices]
+        missing = [c["index"] for c in chosen if c["index"] not in position]
+        if missing:
+            raise ResultsFileError(f"indices {missing} were not recorded in the trajectories (0..{len(position) - 1})")
+    else:
+        cls = data.class_index(target_class)
+        chosen = select_targets(scores["epa"], scores["labels"], cls, per_bucket=per_bucket, indices=scores["indices"])
+    out = Path(out)
+    rows = read_rows(out)
+    done = {(r["dataset"], int(r["index"]), int(r["poison_class"])) for r in rows}
+    split = data.test if config.eval_split == "test" else data.train
+    classes = list(range(data.num_classes)) if poison_classes is None else [int(c) for c in poison_classes]
+    for target in progress(chosen, enable=show_progress, desc="targets", unit="target"):
+        k = position[target["index"]]
+        label = int(scores["labels"][k])
+        todo = [c for c in classes if c != label and (config.dataset, target["index"], c) not in done]
+        if not todo:
+            continue
+        image = split.images[target["index"]]
+        deltas = distance_matrix(model, image[None], np.array([label]), poison_classes=todo,
+                                 last_layer_only=last_layer_only, device=device, show_progress=False)
+        for c in todo:
+            step = float(deltas.step[0, c])
+            delta = DistanceResult(step, float(deltas.grad_norm[0, c]), float(deltas.distance[0, c]),
+                                   int(deltas.pred_before[0]))
+            budget = budget_lower_bound(model, image, c, data.train, delta=delta, last_layer_only=last_layer_only,
+                                        num_batches=tau_batches, batch_size=tau_batch_size, variant=variant,
+                                        device=device)
+            rows.append({"dataset": config.dataset, "index": target["index"], "label": label,
+                         "bucket": target["bucket"], "epa": _fmt(scores["epa"][k]),
+                         "soft_epa": _fmt(scores["soft_epa"][k]), "dps": _fmt(scores["dps"][k]),
+                         "dominant": int(scores["dominant"][k]), "poison_class": c, "delta_step": _fmt(step),
+                         "grad_norm": _fmt(delta.grad_norm), "delta_param": _fmt(delta.distance),
+                         "tau": _fmt(budget.tau), "tau_inner": _fmt(budget.inner)})
+            done.add((config.dataset, target["index"], c))
+        _write_rows(out, rows)
+    return rows
