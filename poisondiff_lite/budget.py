@@ -24,11 +24,12 @@ from scipy.special import lambertw
 from torch.func import functional_call
 
 from .data import ImageDataset
-from .distance import DistanceResult, moved_parameters, poisoning_distance
+from .distance import DistanceResult, as_batch, moved_parameters, poisoning_distance
 from .errors import InvalidChoiceError, check_choice, check_positive
 from .utils import get_device
 
 VARIANTS = ("derived", "authors")
+TensorPair = tuple[torch.Tensor, torch.Tensor]
 
 
 def lambert_denominator(num_classes: int, variant: str = "derived") -> float:
@@ -55,17 +56,19 @@ class BudgetResult:
     step: float  # η* of the δ step that defined w_p
 
 
-def clean_gradient(model: nn.Module, params: dict[str, torch.Tensor], train_set: ImageDataset, *,
+def clean_gradient(model: nn.Module, params: dict[str, torch.Tensor], train_set: ImageDataset | TensorPair, *,
                    num_batches: int | None = 50, batch_size: int = 256, seed: int = 0,
                    device: torch.device | str = "auto") -> dict[str, torch.Tensor]:
     """Mean clean-training gradient ``g(D_c; w)`` at parameters `params` (others as in `model`), in eval mode.
 
     ``num_batches=None`` uses the whole training set; otherwise `num_batches` seeded random batches (the authors:
-    50 x 256). The model itself is not modified.
+    50 x 256). `train_set` is an `ImageDataset` (uint8 images) or a pair ``(inputs, labels)`` of tensors already in
+    model units (e.g. the 2-D toy points). The model itself is not modified.
     """
     device = get_device(device)
     check_positive("batch_size", batch_size)
-    n = len(train_set)
+    images, labels = (train_set.images, train_set.labels) if isinstance(train_set, ImageDataset) else train_set
+    n = len(labels)
     if num_batches is None:
         order = torch.arange(n)
         batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
@@ -82,8 +85,9 @@ def clean_gradient(model: nn.Module, params: dict[str, torch.Tensor], train_set:
     weight = 0
     try:
         for idx in batches:
-            x = train_set.images[idx].to(device).float() / 255.0
-            y = train_set.labels[idx].to(device)
+            x = images[idx].to(device)
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+            y = labels[idx].to(device)
             loss = F.cross_entropy(functional_call(model, {**leaves, **fixed}, (x,)), y, reduction="sum")
             for k, g in zip(leaves, torch.autograd.grad(loss, list(leaves.values()))):
                 total[k] += g
@@ -93,7 +97,7 @@ def clean_gradient(model: nn.Module, params: dict[str, torch.Tensor], train_set:
     return {k: v / weight for k, v in total.items()}
 
 
-def budget_lower_bound(model: nn.Module, image: torch.Tensor, poison_class: int, train_set: ImageDataset, *,
+def budget_lower_bound(model: nn.Module, image: torch.Tensor, poison_class: int, train_set: ImageDataset | TensorPair, *,
                        delta: DistanceResult | None = None, last_layer_only: bool = False,
                        num_batches: int | None = 50, batch_size: int = 256, seed: int = 0,
                        variant: str = "derived", device: torch.device | str = "auto",
@@ -125,8 +129,7 @@ def _budget(model, image, poison_class, train_set, delta, last_layer_only, num_b
     if delta is None:
         delta = poisoning_distance(model, image, poison_class, last_layer_only=last_layer_only, device=device,
                                    **distance_kwargs)
-    x = image.to(device)
-    x = (x.float() / 255.0 if x.dtype == torch.uint8 else x.float()).unsqueeze(0) if x.ndim == 3 else x
+    x = as_batch(image, device)
     num_classes = int(model(x).shape[1])
     lam = lambert_denominator(num_classes, variant)
     if not math.isfinite(delta.step):

@@ -49,12 +49,11 @@ def moved_parameters(model: nn.Module, last_layer_only: bool = False) -> dict[st
     return named
 
 
-def _as_batch(image: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A uint8 ``(3, H, W)`` or float image to a float ``(1, 3, H, W)`` batch in [0, 1]."""
-    x = image.to(device)
-    if x.dtype == torch.uint8:
-        x = x.float() / 255.0
-    return x.unsqueeze(0) if x.ndim == 3 else x
+def as_batch(example: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One example (a uint8 ``(3, H, W)`` image, or any float tensor in model units) as a float batch of one."""
+    x = example.to(device)
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    return x.unsqueeze(0)
 
 
 def _check_search(alpha: float, m_init: float, max_doublings: int) -> None:
@@ -85,7 +84,7 @@ def poisoning_distance(model: nn.Module, image: torch.Tensor, poison_class: int,
     was_training = model.training
     model.eval()
     params = moved_parameters(model, last_layer_only)
-    x = _as_batch(image, device)
+    x = as_batch(image, device)
     num_classes = model(x).shape[1]
     if not 0 <= poison_class < num_classes:
         raise InvalidChoiceError(f"poison_class must be in [0, {num_classes}), got {poison_class}")

@@ -141,3 +141,27 @@ def bucket_strip(epa_values: np.ndarray, buckets: dict[str, np.ndarray], *, ax: 
     ax.set_ylabel("EPA")
     ax.legend(fontsize=8, ncol=2)
     return fig
+
+
+def delta_heatmap(values: np.ndarray, classes: Sequence[str], *, row_labels: Sequence[str] | None = None,
+                  label: str = "log10 δ (step η*)", ax: plt.Axes | None = None) -> Figure:
+    """Targets x poison classes heatmap of log10 of a positive quantity (δ or τ); own class blank, ∞ marked ×."""
+    values = np.asarray(values, dtype=float)
+    shown = np.log10(np.where(np.isfinite(values) & (values > 0), values, np.nan))
+    fig, ax = _axes(ax, figsize=(0.6 * len(classes) + 2.5, 0.22 * len(values) + 1.5))
+    image = ax.imshow(shown, aspect="auto", cmap="magma_r", interpolation="nearest")
+    fig.colorbar(image, ax=ax, label=label)
+    rows, cols = np.nonzero(np.isinf(values))
+    ax.scatter(cols, rows, marker="x", color="k", s=20, label="never flips" if len(rows) else None)
+    zero_r, zero_c = np.nonzero(values == 0)
+    ax.scatter(zero_c, zero_r, marker="o", facecolor="none", color="k", s=20, label="0 (already predicted)" if len(zero_r) else None)
+    ax.set_xticks(range(len(classes)))
+    ax.set_xticklabels([str(c)[:10] for c in classes], rotation=45, ha="right")
+    if row_labels is not None:
+        ax.set_yticks(range(len(values)))
+        ax.set_yticklabels(row_labels, fontsize=6)
+    ax.set_xlabel("poison class")
+    ax.grid(False)
+    if len(rows) or len(zero_r):
+        ax.legend(fontsize=7, loc="upper right")
+    return fig

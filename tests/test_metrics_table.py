@@ -1,0 +1,69 @@
+"""The metrics CSV: every requested pair once, δ/τ as the direct functions give them, resumable after interruption."""
+
+import math
+
+import numpy as np
+import pytest
+
+import poisondiff_lite.metrics_table as table
+from poisondiff_lite import ResultsFileError, TrainConfig, TrajectoryConfig, load_run_model
+from poisondiff_lite.budget import budget_lower_bound
+from poisondiff_lite.cli import main
+from poisondiff_lite.distance import poisoning_distance
+from poisondiff_lite.record import default_path
+
+KW = dict(indices=[1, 2], poison_classes=[0, 3], tau_batches=2, tau_batch_size=16, device="cpu", show_progress=False)
+
+
+def toy_config():
+    return TrajectoryConfig(dataset="cifar10", train=TrainConfig.quick(epochs=2, batch_size=16), runs=1)
+
+
+def test_rows_match_direct_computation(tmp_path, toy_bundle):
+    out = tmp_path / "m.csv"
+    rows = table.target_metrics_csv(toy_config(), out, data=toy_bundle, results_dir=tmp_path, **KW)
+    pairs = {(int(r["index"]), int(r["poison_class"])) for r in rows}
+    labels = toy_bundle.test.labels
+    assert pairs == {(i, c) for i in (1, 2) for c in (0, 3) if c != int(labels[i])}
+    model = load_run_model(default_path(toy_config(), tmp_path))
+    for r in rows:
+        image = toy_bundle.test.images[int(r["index"])]
+        direct = poisoning_distance(model, image, int(r["poison_class"]), device="cpu")
+        assert float(r["delta_step"]) == pytest.approx(direct.step, abs=2e-4, rel=1e-5)
+        tau = budget_lower_bound(model, image, int(r["poison_class"]), toy_bundle.train, delta=direct,
+                                 num_batches=2, batch_size=16, device="cpu").tau
+        assert float(r["tau"]) == pytest.approx(tau, rel=1e-3, abs=1e-6) or math.isinf(tau)
+        assert 0 <= float(r["epa"]) <= 1 and r["bucket"] == "chosen"
+
+
+def test_interrupted_table_resumes_without_recomputing(tmp_path, toy_bundle, monkeypatch):
+    out = tmp_path / "m.csv"
+    full = table.target_metrics_csv(toy_config(), out, data=toy_bundle, results_dir=tmp_path, **KW)
+    kept = [r for r in full if r["index"] == "1"]
+    table._write_rows(out, kept)  # as if the run died after the first target
+    calls = []
+    real = table.budget_lower_bound
+    monkeypatch.setattr(table, "budget_lower_bound", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
+    resumed = table.target_metrics_csv(toy_config(), out, data=toy_bundle, results_dir=tmp_path, **KW)
+    assert len(calls) == len(full) - len(kept)
+    assert sorted(map(str, resumed)) == sorted(map(str, full))
+    calls.clear()
+    table.target_metrics_csv(toy_config(), out, data=toy_bundle, results_dir=tmp_path, **KW)
+    assert calls == []
+
+
+def test_foreign_csv_is_refused(tmp_path):
+    out = tmp_path / "m.csv"
+    out.write_text("a,b\n1,2\n")
+    with pytest.raises(ResultsFileError, match="not a poisondiff metrics CSV"):
+        table.read_rows(out)
+
+
+def test_cli_names_valid_poison_classes(capsys, tmp_path):
+    code = main(["metrics", "--runs", "1", "--epochs", "1", "--indices", "3", "--poison-class", "aeroplane",
+                 "--out", str(tmp_path / "m.csv"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown class name 'aeroplane'; valid choices: 'airplane', 'automobile'")
+    assert len(err.splitlines()) == 1
+    assert not np.any([p.suffix == ".csv" for p in tmp_path.iterdir()])
