@@ -1,0 +1,432 @@
+"""Study driver: do EPA, δ and τ predict real attacks?
+
+`run_study` follows the authors' protocol (paper notes, sections 2.3-2.4):
+
+1. record M clean runs (EPA, DPS) with the trajectory recorder; run 0's final model is the attacker's surrogate;
+2. pick targets of one class from the six EPA buckets (and, optionally, the lowest and highest δ);
+3. compute δ and τ of every target toward the poison class;
+4. for each target and attack, craft poisons from the first ⌈budget·N⌉ training images of the poison class (the
+   deterministic setup key ``target class-poison class-target index``), insert them, retrain V victims;
+5. summarise: ASR per target with a Wilson interval, mean ± std per bucket, and the Pearson, Spearman and AUROC of
+   every metric against success.
+
+Everything is saved under ``<results>/studies/<dataset>-<hash>/``: the config, the targets with their metrics, the
+crafted poisons, and an append-only log with one line per finished victim. Run the same study again and it resumes:
+nothing finished is recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .attacks import ATTACKS, AttackConfig, Poisons, craft, poison_indices
+from .budget import budget_lower_bound
+from .config import TrainConfig, TrajectoryConfig
+from .data import DataBundle
+from .distance import DistanceResult, distance_matrix
+from .errors import InvalidChoiceError, check_choice, check_positive
+from .metrics import BUCKETS, select_targets, trajectory_metrics
+from .record import default_path, load_run_model, prepare_data, record_trajectories
+from .stats import auroc, group_summary, pearson, spearman
+from .utils import atomic_write_json, get_device, progress, resolve_results_dir
+from .victims import (HeadConfig, ResultsLog, asr_interval, extract_features, insert_poisons, log_outcomes,
+                      outcome_row, scratch_victims, success_table, transfer_victims, victim_seeds)
+
+METRICS = ("epa", "dps", "delta_step", "delta_param", "tau")
+METRIC_LABELS = {"epa": "EPA", "dps": "DPS", "delta_step": "δ (η*)", "delta_param": "δ (η*·‖g‖)", "tau": "τ"}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """One attack-validation study."""
+
+    trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig.full)  # the EPA experiment (and surrogate)
+    attacks: tuple[AttackConfig, ...] = (AttackConfig(),)  # attacks to run on every target
+    victim: TrainConfig | None = None  # recipe of victims retrained from scratch (None: the trajectory's recipe)
+    head: HeadConfig = field(default_factory=HeadConfig)  # recipe of transfer victims' linear heads
+    target_class: int = 0  # y_t (the paper: airplane / goldfish)
+    poison_class: int = 1  # y_p (the paper: automobile / European fire salamander)
+    per_bucket: int = 10  # targets per EPA bucket
+    buckets: tuple[str, ...] = BUCKETS  # which EPA buckets to draw from
+    extremes: int = 0  # also this many lowest-δ and highest-δ targets of the class
+    victims: int = 8  # V: victims retrained per (target, attack)
+    victim_seed0: int = 1000  # victim v is initialised from seed victim_seed0 + v
+    tau_batches: int = 50  # batches estimating g(D_c; w_p) for τ
+    tau_batch_size: int = 256  # their size
+    crafting_seed: int = 0  # seeds the attacks' initialisation and augmentation
+    success_threshold: float = 0.5  # a target counts as "poisoned" for AUROC when its ASR reaches this
+
+    def __post_init__(self) -> None:
+        if isinstance(self.trajectory, dict):  # rebuilt from JSON
+            object.__setattr__(self, "trajectory", TrajectoryConfig.from_dict(self.trajectory))
+        attacks = tuple(AttackConfig(**a) if isinstance(a, dict) else a for a in self.attacks)
+        object.__setattr__(self, "attacks", attacks)
+        if isinstance(self.victim, dict):
+            object.__setattr__(self, "victim", TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                              for k, v in self.victim.items()}))
+        if isinstance(self.head, dict):
+            object.__setattr__(self, "head", HeadConfig(**self.head))
+        object.__setattr__(self, "buckets", tuple(self.buckets))
+        if not self.attacks:
+            raise InvalidChoiceError(f"a study needs at least one attack; choose from {', '.join(ATTACKS)}")
+        for bucket in self.buckets:
+            check_choice("EPA bucket", bucket, BUCKETS)
+        if self.target_class == self.poison_class:
+            raise InvalidChoiceError("the poison class must differ from the target class")
+        check_positive("per_bucket", self.per_bucket)
+        check_positive("victims", self.victims)
+        check_positive("extremes", self.extremes, allow_zero=True)
+        check_positive("tau_batches", self.tau_batches)
+
+    @property
+    def victim_recipe(self) -> TrainConfig:
+        return self.victim if self.victim is not None else self.trajectory.train
+
+    @classmethod
+    def full(cls, dataset: str = "cifar10", **overrides: Any) -> StudyConfig:
+        """The paper's main setting: 10 targets per EPA bucket, GM (and any attacks passed), 8 victims, 40 epochs."""
+        base = cls(trajectory=TrajectoryConfig.full(dataset), attacks=(AttackConfig.full("gm"),), victims=8)
+        if dataset == "tinyimagenet":  # 50 poisons of 100,000 (0.05 %), 4 targets per group (section 2.3)
+            base = dataclasses.replace(base, attacks=(AttackConfig.full("gm", budget=0.0005),), per_bucket=4,
+                                       buckets=("lowest", "p40", "highest"))
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def quick(cls, dataset: str = "cifar10", **overrides: Any) -> StudyConfig:
+        """CPU-sized: the quick trajectories, 1 target in each of 3 buckets, 2 victims, short crafting."""
+        base = cls(trajectory=TrajectoryConfig.quick(dataset), attacks=(AttackConfig.quick("gm"),), per_bucket=1,
+                   buckets=("lowest", "p40", "highest"), victims=2, tau_batches=10, head=HeadConfig.quick())
+        if dataset == "tinyimagenet":  # 10 classes x 100 images: 25 poisons (a quarter of the poison class)
+            base = dataclasses.replace(base, attacks=(AttackConfig.quick("gm", num_poisons=25),))
+        return dataclasses.replace(base, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
+        data = {k: tuple(v) if isinstance(v, list) and k != "attacks" else v for k, v in data.items()}
+        return cls(**data)
+
+    def key(self) -> str:
+        """Stable hash of everything but the victim count (more victims extend a study)."""
+        data = {k: v for k, v in self.to_dict().items() if k != "victims"}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def setup_key(target_class: int, poison_class: int, target_index: int) -> str:
+    """Witches' Brew's deterministic poison key ``y_t-y_p-index``: the same key, the same experiment."""
+    return f"{target_class}-{poison_class}-{target_index}"
+
+
+def attack_id(attack: AttackConfig) -> str:
+    return f"{attack.name}-{attack.key()}"
+
+
+def baseline_id(setting: str) -> str:
+    return f"none-{setting}"
+
+
+def study_dir(config: StudyConfig, results_dir: str | os.PathLike | None = None) -> Path:
+    return resolve_results_dir(results_dir) / "studies" / f"{config.trajectory.dataset}-{config.key()}"
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  results
+# -----------------------------------------------------------------------------------------------------------------
+@dataclass
+class StudyResults:
+    """A (possibly partial) study: its targets with their metrics, and one row per finished victim."""
+
+    config: StudyConfig
+    targets: list[dict[str, Any]]  # key, index, bucket, epa, soft_epa, dps, delta_step, delta_param, grad_norm, tau
+    rows: list[dict[str, Any]]  # one per victim: key, attack (id), name, setting, victim, pred, success, ...
+    classes: tuple[str, ...] = ()
+    path: Path | None = None
+
+    def attack_ids(self) -> list[str]:
+        return [attack_id(a) for a in self.config.attacks]
+
+    def label(self, ident: str) -> str:
+        """Human label of an attack id: ``GM``, ``BP (transfer)``, ``none (scratch)``."""
+        name, _, rest = ident.partition("-")
+        if name == "none":
+            return f"no attack ({rest})"
+        attack = next(a for a in self.config.attacks if attack_id(a) == ident)
+        return attack.label + (" (transfer)" if attack.setting == "transfer" else "")
+
+    def per_target(self) -> list[dict[str, Any]]:
+        """One row per (target, attack or baseline): the target's metrics, ASR, its Wilson interval, clean accuracy."""
+        successes = success_table(self.rows)
+        accuracy: dict[tuple[str, str], list[float]] = {}
+        for r in self.rows:
+            accuracy.setdefault((r["key"], r["attack"]), []).append(r["clean_accuracy"])
+        out = []
+        for ident in self.attack_ids() + sorted({r["attack"] for r in self.rows if r["attack"].startswith("none")}):
+            for t in self.targets:
+                wins = successes.get((t["key"], ident))
+                if wins is None:
+                    continue
+                low, high = asr_interval(int(wins.sum()), len(wins))
+                out.append({**t, "attack": ident, "label": self.label(ident), "victims": len(wins),
+                            "asr": float(wins.mean()), "asr_low": low, "asr_high": high,
+                            "clean_accuracy": float(np.mean(accuracy[(t["key"], ident)]))})
+        return out
+
+    def by_bucket(self) -> list[dict[str, Any]]:
+        """Mean ± population std of ASR over the targets of each (attack, bucket), as the authors report."""
+        rows = self.per_target()
+        out = []
+        for ident in dict.fromkeys(r["attack"] for r in rows):
+            for bucket in dict.fromkeys(t["bucket"] for t in self.targets):
+                group = [r for r in rows if r["attack"] == ident and r["bucket"] == bucket]
+                if not group:
+                    continue
+                summary = group_summary([r["asr"] for r in group])
+                wins = sum(round(r["asr"] * r["victims"]) for r in group)
+                trials = sum(r["victims"] for r in group)
+                low, high = asr_interval(wins, trials)
+                out.append({"attack": ident, "label": self.label(ident), "bucket": bucket, "targets": summary["n"],
+                            "mean_asr": summary["mean"], "std_asr": summary["std"], "pooled_low": low,
+                            "pooled_high": high, "mean_epa": float(np.mean([r["epa"] for r in group])),
+                            "clean_accuracy": float(np.mean([r["clean_accuracy"] for r in group]))})
+        return out
+
+    def correlations(self) -> list[dict[str, Any]]:
+        """Pearson and Spearman of each metric with ASR, and AUROC for "ASR >= success_threshold", per attack."""
+        rows = self.per_target()
+        out = []
+        for ident in self.attack_ids():
+            mine = [r for r in rows if r["attack"] == ident]
+            asr = np.array([r["asr"] for r in mine])
+            for metric in METRICS:
+                values = np.array([r[metric] for r in mine], dtype=np.float64)
+                out.append({"attack": ident, "label": self.label(ident), "metric": metric,
+                            "metric_label": METRIC_LABELS[metric], "n": len(mine), "pearson": pearson(values, asr),
+                            "spearman": spearman(values, asr),
+                            "auroc": auroc(values, asr >= self.config.success_threshold)})
+        return out
+
+    def complete(self) -> bool:
+        """Every (target, attack) has all its victims."""
+        successes = success_table(self.rows)
+        return all(len(successes.get((t["key"], a), ())) >= self.config.victims
+                   for t in self.targets for a in self.attack_ids())
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str], *, floats: str = "{:.3f}") -> str:
+    """A fixed-width text table (no pandas needed) of `columns` of `rows`."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "nan" if math.isnan(v) else ("inf" if math.isinf(v) else floats.format(v))
+        return str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def load_study(config: StudyConfig, results_dir: str | os.PathLike | None = None) -> StudyResults:
+    """Read a study's saved targets and log (however far it got) without running anything."""
+    folder = study_dir(config, results_dir)
+    targets_path = folder / "targets.json"
+    if not targets_path.exists():
+        raise InvalidChoiceError(f"no study at {folder}. Fix: run it with run_study(config) (notebook 05/06).")
+    saved = json.loads(targets_path.read_text())
+    log = ResultsLog(folder / "results.jsonl", {"study": config.key()})
+    return StudyResults(config, saved["targets"], log.rows, tuple(saved.get("classes", ())), folder)
+
+
+def find_studies(results_dir: str | os.PathLike | None = None) -> list[StudyResults]:
+    """Every study saved under the results folder (for the summary notebook)."""
+    root = resolve_results_dir(results_dir) / "studies"
+    found = []
+    for config_path in sorted(root.glob("*/study.json")):
+        config = StudyConfig.from_dict(json.loads(config_path.read_text()))
+        try:
+            found.append(load_study(config, results_dir))
+        except InvalidChoiceError:
+            continue
+    return found
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  running a study
+# -----------------------------------------------------------------------------------------------------------------
+def _choose_targets(config: StudyConfig, scores: dict[str, np.ndarray], model: torch.nn.Module, split_images,
+                    device: torch.device, show_progress: bool) -> list[dict[str, Any]]:
+    chosen = [t for t in select_targets(scores["epa"], scores["labels"], config.target_class,
+                                        per_bucket=config.per_bucket, indices=scores["indices"])
+              if t["bucket"] in config.buckets]
+    if config.extremes:
+        members = np.flatnonzero(scores["labels"] == config.target_class)
+        all_delta = distance_matrix(model, split_images[scores["indices"][members]], scores["labels"][members],
+                                    poison_classes=[config.poison_class], device=device, show_progress=show_progress)
+        step = all_delta.step[:, config.poison_class]
+        order = np.argsort(np.where(np.isnan(step), np.inf, step), kind="stable")
+        taken = {t["index"] for t in chosen}
+        for bucket, positions in (("δ-low", order[:config.extremes]), ("δ-high", order[::-1][:config.extremes])):
+            for pos in positions:
+                index = int(scores["indices"][members[pos]])
+                if index not in taken:
+                    chosen.append({"bucket": bucket, "index": index, "epa": float(scores["epa"][members[pos]])})
+                    taken.add(index)
+    return chosen
+
+
+def _target_metrics(config: StudyConfig, chosen: list[dict[str, Any]], scores: dict[str, np.ndarray], model,
+                    split_images, train_set, device: torch.device) -> list[dict[str, Any]]:
+    position = {int(i): k for k, i in enumerate(scores["indices"])}
+    rows = [position[t["index"]] for t in chosen]
+    images = split_images[[t["index"] for t in chosen]]
+    labels = scores["labels"][rows]
+    delta = distance_matrix(model, images, labels, poison_classes=[config.poison_class], device=device,
+                            show_progress=False)
+    out = []
+    for j, (t, k) in enumerate(zip(chosen, rows)):
+        p = config.poison_class
+        result = DistanceResult(float(delta.step[j, p]), float(delta.grad_norm[j, p]), float(delta.distance[j, p]),
+                                int(delta.pred_before[j]))
+        tau = budget_lower_bound(model, images[j], p, train_set, delta=result, num_batches=config.tau_batches,
+                                 batch_size=config.tau_batch_size, device=device).tau
+        out.append({"key": setup_key(config.target_class, p, t["index"]), "index": t["index"], "bucket": t["bucket"],
+                    "label": int(labels[j]), "epa": float(scores["epa"][k]), "soft_epa": float(scores["soft_epa"][k]),
+                    "dps": float(scores["dps"][k]), "dominant": int(scores["dominant"][k]),
+                    "clean_pred": result.pred_before, "delta_step": result.step, "delta_param": result.distance,
+                    "grad_norm": result.grad_norm, "tau": tau})
+    return out
+
+
+def _json_safe(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
+        return v
+
+    return [{k: clean(v) for k, v in t.items()} for t in targets]
+
+
+def _from_json(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: float(v) if v in ("inf", "-inf", "nan") else v for k, v in t.items()} for t in targets]
+
+
+def run_study(config: StudyConfig, *, data: DataBundle | None = None, data_dir: str | None = None,
+              download: bool = False, device: torch.device | str = "auto",
+              results_dir: str | os.PathLike | None = None, show_progress: bool = True) -> StudyResults:
+    """Run (or resume) an attack-validation study and return its results.
+
+    Parameters
+    ----------
+    config : targets, attacks, victims (`StudyConfig.quick` / `.full`).
+    data : the loaded `DataBundle` (else loaded from `data_dir`); the trajectory config's class selection is applied.
+    results_dir : where the trajectories and the study live (default ``$POISONDIFF_RESULTS`` or ``results/``).
+
+    Returns
+    -------
+    `StudyResults`; every finished victim is already on disk when this returns or is interrupted.
+    """
+    device = get_device(device)
+    data = prepare_data(config.trajectory, data, data_dir=data_dir, download=download)
+    check_choice("target class", config.target_class, range(data.num_classes))
+    check_choice("poison class", config.poison_class, range(data.num_classes))
+    folder = study_dir(config, results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "study.json", config.to_dict())
+    traj = record_trajectories(config.trajectory, data=data, device=device, show_progress=show_progress,
+                               keep_models=True, results_dir=results_dir)
+    surrogate = load_run_model(default_path(config.trajectory, results_dir), run=0).to(device)
+    split = data.test if config.trajectory.eval_split == "test" else data.train
+
+    targets_path = folder / "targets.json"
+    if targets_path.exists():
+        targets = _from_json(json.loads(targets_path.read_text())["targets"])
+    else:
+        scores = trajectory_metrics(traj)
+        chosen = _choose_targets(config, scores, surrogate, split.images, device, show_progress)
+        targets = _target_metrics(config, chosen, scores, surrogate, split.images, data.train, device)
+        atomic_write_json(targets_path, {"targets": _json_safe(targets), "classes": list(data.classes)})
+
+    log = ResultsLog(folder / "results.jsonl", {"study": config.key(), "config": config.to_dict()})
+    seeds = victim_seeds(config.victim_seed0, config.victims)
+    target_images = split.images[[t["index"] for t in targets]].cpu()
+    adv, true = config.poison_class, config.target_class
+    settings = sorted({a.setting for a in config.attacks})
+    features = None
+    if "transfer" in settings:
+        features = {"train": extract_features(surrogate, data.train.images, device=device),
+                    "test": extract_features(surrogate, data.test.images, device=device),
+                    "targets": extract_features(surrogate, target_images, device=device)}
+
+    def victims_for(setting: str, train_set, todo: list[int], feature_rows=None, target_rows=None):
+        if setting == "scratch":
+            return scratch_victims(data, train_set, config.victim_recipe, todo, target_rows, device=device,
+                                   show_progress=show_progress)
+        return transfer_victims(feature_rows, data.train.labels, features["test"], target_rows, data.num_classes,
+                                config.head, todo)
+
+    # clean victims: one set per setting serves every target (the "no attack" baseline)
+    for setting in settings:
+        ident = baseline_id(setting)
+        done = log.done()
+        todo = [s for s in seeds if any((t["key"], ident, s) not in done for t in targets)]
+        if not todo:
+            continue
+        target_rows = target_images if setting == "scratch" else features["targets"]
+        results = victims_for(setting, data.train, todo, features and features["train"], target_rows)
+        log_outcomes(log, results, data.test.labels,
+                     lambda seed, tl, vl, ident=ident, setting=setting: [
+                         outcome_row(t["key"], ident, seed, tl[j], vl, data.test.labels, adv, true, name="none",
+                                     setting=setting) for j, t in enumerate(targets)
+                         if (t["key"], ident, seed) not in done],
+                     show_progress=show_progress, total=len(todo), desc=f"clean victims ({setting})")
+
+    poison_dir = folder / "poisons"
+    jobs = [(t, j, a) for j, t in enumerate(targets) for a in config.attacks]
+    for target, j, attack in progress(jobs, enable=show_progress, desc="targets x attacks", unit="job"):
+        ident = attack_id(attack)
+        done = log.done()
+        todo = [s for s in seeds if (target["key"], ident, s) not in done]
+        if not todo:
+            continue
+        poisons = _poisons(attack, target, j, data, surrogate, target_images, config, poison_dir, device,
+                           show_progress)
+        poisoned = insert_poisons(data.train, poisons)
+        if attack.setting == "scratch":
+            results = victims_for("scratch", poisoned, todo, target_rows=target_images[j:j + 1])
+        else:
+            rows = features["train"].clone()
+            rows[poisons.indices] = extract_features(surrogate, poisons.images, device=device)
+            results = victims_for("transfer", poisoned, todo, rows, features["targets"][j:j + 1])
+        log_outcomes(log, results, data.test.labels,
+                     lambda seed, tl, vl, target=target, ident=ident, attack=attack: [
+                         outcome_row(target["key"], ident, seed, tl[0], vl, data.test.labels, adv, true,
+                                     name=attack.name, setting=attack.setting,
+                                     crafting_loss=round(poisons.final_loss, 6))],
+                     show_progress=show_progress, total=len(todo), desc=f"{attack.label} victims #{target['index']}")
+    return StudyResults(config, targets, log.rows, tuple(data.classes), folder)
+
+
+def _poisons(attack: AttackConfig, target: dict[str, Any], j: int, data: DataBundle, surrogate, target_images,
+             config: StudyConfig, poison_dir: Path, device: torch.device, show_progress: bool) -> Poisons:
+    """Craft the poisons of one (target, attack), or load them if an earlier call crafted them."""
+    path = poison_dir / f"{target['key']}-{attack_id(attack)}.pt"
+    if path.exists():
+        return Poisons.load(path, data.train.images)
+    idx = poison_indices(data.train.labels, config.poison_class, attack.count(len(data.train)))
+    poisons = craft(attack, surrogate, target_images[j], config.poison_class, data.train.images[idx.to(data.train.device)],
+                    data.train.labels[idx.to(data.train.device)], idx, seed=config.crafting_seed + target["index"],
+                    device=device, show_progress=show_progress)
+    poisons.save(path)
+    return poisons

@@ -1,0 +1,274 @@
+"""Validation harness: insert poisons, retrain victims, measure attack success; an append-only results log.
+
+Two victim settings (paper notes, section 2.2):
+
+- ``scratch``: every victim is a fresh model trained from a new initialisation on the poisoned training set with the
+  victim recipe (Witches' Brew's "retrain from scratch" validation);
+- ``transfer``: the surrogate's feature extractor is frozen and each victim is a fresh linear head trained on its
+  features of the poisoned training set (the poisoning benchmark's linear transfer setting). The training features are
+  extracted once; only the poisons' rows change between attacks.
+
+Attack success rate (ASR) = the fraction of victims whose argmax on the target is the adversarial class, reported with
+a binomial (Wilson) interval; the victims' clean test accuracy is reported next to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from scipy.stats import binomtest
+
+from .attacks import Poisons
+from .config import TrainConfig
+from .data import DataBundle, ImageDataset
+from .errors import InvalidChoiceError, ResultsFileError, check_positive
+from .train import _prepare, predict_logits, train_fresh
+from .utils import get_device, progress
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Training of one linear head on frozen features (the transfer-learning victim)."""
+
+    epochs: int = 40  # passes over the training features
+    batch_size: int = 128  # features per SGD step
+    lr: float = 0.05  # SGD learning rate (cosine-decayed to zero)
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # L2 penalty on the head
+
+    def __post_init__(self) -> None:
+        check_positive("epochs", self.epochs)
+        check_positive("batch_size", self.batch_size)
+        check_positive("lr", self.lr)
+
+    @classmethod
+    def full(cls, **overrides: Any) -> HeadConfig:
+        return dataclasses.replace(cls(), **overrides)
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> HeadConfig:
+        return dataclasses.replace(cls(epochs=15), **overrides)
+
+
+@dataclass(frozen=True)
+class VictimOutcome:
+    """What one victim does on the target, and how good it is otherwise."""
+
+    pred: int  # the victim's prediction on the target
+    p_adv: float  # its softmax probability of the adversarial class
+    p_true: float  # and of the target's true class
+    clean_accuracy: float  # accuracy on the clean test set
+    seconds: float  # wall time to train and evaluate it
+
+    def success(self, adv_class: int) -> bool:
+        return self.pred == adv_class
+
+
+def insert_poisons(train_set: ImageDataset, poisons: Poisons | None) -> ImageDataset:
+    """A copy of `train_set` with the poisoned images in place of the clean ones (labels unchanged: clean-label)."""
+    if poisons is None:
+        return train_set
+    if poisons.images.shape[1:] != train_set.images.shape[1:]:
+        raise InvalidChoiceError(f"poison images are {tuple(poisons.images.shape[1:])}, the training set holds "
+                                 f"{tuple(train_set.images.shape[1:])}")
+    idx = poisons.indices.to(train_set.device)
+    if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(train_set)):
+        raise InvalidChoiceError(f"poison indices must lie in [0, {len(train_set)})")
+    images = train_set.images.clone()
+    images[idx] = poisons.images.to(train_set.device)
+    return ImageDataset(images, train_set.labels)
+
+
+def asr_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a success rate (`scipy.stats.binomtest`); ``(nan, nan)`` without trials."""
+    if trials == 0:
+        return (float("nan"), float("nan"))
+    ci = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=level, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  victims trained from scratch
+# -----------------------------------------------------------------------------------------------------------------
+def _outcome(target_logits: torch.Tensor, test_logits: torch.Tensor, test_labels: torch.Tensor, adv_class: int,
+             true_class: int, seconds: float) -> VictimOutcome:
+    prob = torch.softmax(target_logits.float(), -1)
+    acc = float((test_logits.argmax(1).cpu() == test_labels.cpu()).float().mean())
+    return VictimOutcome(int(prob.argmax()), float(prob[adv_class]), float(prob[true_class]), acc, seconds)
+
+
+def scratch_victims(data: DataBundle, train_set: ImageDataset, cfg: TrainConfig, seeds: Iterable[int],
+                    targets: torch.Tensor, *, device: torch.device | str = "auto", show_progress: bool = False,
+                    desc: str = "victims") -> Iterable[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Train one fresh victim per seed on `train_set`; yield ``(seed, target_logits, test_logits)`` as each finishes.
+
+    `targets` is ``(T, 3, H, W)`` uint8: every victim is evaluated on all of them (clean victims serve many targets).
+    """
+    device = get_device(device)
+    for seed in seeds:
+        model, _ = train_fresh(data, cfg, seed=seed, device=device, train_set=train_set, show_progress=show_progress,
+                               desc=f"{desc} (seed {seed})")
+        target_logits = predict_logits(model, targets, device=device, cfg=cfg).cpu()
+        test_logits = predict_logits(model, data.test.images, batch_size=cfg.eval_batch_size, device=device,
+                                     cfg=cfg).cpu()
+        yield seed, target_logits, test_logits
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  victims that train a linear head on frozen features
+# -----------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int = 500,
+                     device: torch.device | str = "auto") -> torch.Tensor:
+    """Penultimate features ``(N, D)`` (float32, on the CPU) of uint8 images, in eval mode."""
+    device = get_device(device)
+    was_training = model.training
+    model.eval()
+    cfg = TrainConfig(bf16=False, channels_last=False)
+    out = [model.features(_prepare(images[b:b + batch_size].to(device), device, cfg)).float().cpu()
+           for b in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def train_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: HeadConfig, *,
+               seed: int = 0) -> nn.Linear:
+    """A fresh linear head (initialised from `seed`) trained on fixed features with SGD and a cosine schedule."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    head = nn.Linear(features.shape[1], num_classes)
+    scale = features.norm(dim=1).mean().clamp_min(1e-6)  # features of any network on a common scale
+    x, y = features / scale, labels.long()
+    optimizer = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * -(-len(x) // cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for b in range(0, len(x), cfg.batch_size):
+            idx = order[b:b + cfg.batch_size]
+            loss = F.cross_entropy(head(x[idx]) * 10, y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    head.feature_scale = float(scale)
+    return head
+
+
+def head_logits(head: nn.Linear, features: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return head(features / head.feature_scale) * 10
+
+
+def transfer_victims(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                     target_features: torch.Tensor, num_classes: int, cfg: HeadConfig, seeds: Iterable[int]
+                     ) -> Iterable[tuple[int, torch.Tensor, torch.Tensor]]:
+    """One linear head per seed on fixed features; yield ``(seed, target_logits, test_logits)``."""
+    for seed in seeds:
+        head = train_head(train_features, train_labels.cpu(), num_classes, cfg, seed=seed)
+        yield seed, head_logits(head, target_features), head_logits(head, test_features)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  the append-only results log
+# -----------------------------------------------------------------------------------------------------------------
+class ResultsLog:
+    """One JSON line per finished (target, attack, victim); appended with fsync, never rewritten.
+
+    The first line describes the study; a log of another study is refused. A line cut short by a crash is dropped
+    on the next open (it is the only thing that can be lost), so a finished victim is never trained twice.
+    """
+
+    def __init__(self, path: str | os.PathLike, header: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.header = header
+        self.rows: list[dict[str, Any]] = []
+        if self.path.exists():
+            self._load()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._append({"header": header})
+
+    def _load(self) -> None:
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        good: list[dict[str, Any]] = []
+        consumed = 0
+        for line in lines[:-1]:  # the part after the last newline is unfinished by construction
+            try:
+                good.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+            consumed += len(line) + 1
+        if consumed < len(raw):  # a torn tail from an interrupted append: cut it off
+            with open(self.path, "r+b") as handle:
+                handle.truncate(consumed)
+        if not good or "header" not in good[0]:
+            raise ResultsFileError(f"{self.path} is not a poisondiff study log. Fix: pass another results folder, or "
+                                   f"delete the file.")
+        if good[0]["header"].get("study") != self.header.get("study"):
+            raise ResultsFileError(f"{self.path} belongs to another study ({good[0]['header'].get('study')}, yours "
+                                   f"{self.header.get('study')}). Fix: pass another results folder, or delete it.")
+        self.rows = good[1:]
+
+    def _append(self, obj: dict[str, Any]) -> None:
+        line = (json.dumps(obj, sort_keys=True) + "\n").encode()
+        with open(self.path, "ab") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def append(self, row: dict[str, Any]) -> None:
+        self._append(row)
+        self.rows.append(row)
+
+    def done(self) -> set[tuple[str, str, int]]:
+        """``(setup key, attack, victim seed)`` of every finished victim."""
+        return {(r["key"], r["attack"], int(r["victim"])) for r in self.rows}
+
+
+def log_outcomes(log: ResultsLog, results: Iterable[tuple[int, torch.Tensor, torch.Tensor]], test_labels: torch.Tensor,
+                 rows: Callable[[int, torch.Tensor, torch.Tensor], list[dict[str, Any]]], *, show_progress: bool,
+                 total: int, desc: str) -> None:
+    """Drain a victim generator, appending the rows each victim produces as soon as it is done."""
+    start = time.perf_counter()
+    for seed, target_logits, test_logits in progress(results, enable=show_progress, total=total, desc=desc,
+                                                     unit="victim", leave=False):
+        seconds = time.perf_counter() - start
+        for row in rows(seed, target_logits, test_logits):
+            row.setdefault("seconds", round(seconds, 3))
+            log.append(row)
+        start = time.perf_counter()
+
+
+def outcome_row(key: str, attack: str, seed: int, target_logits: torch.Tensor, test_logits: torch.Tensor,
+                test_labels: torch.Tensor, adv_class: int, true_class: int, **extra: Any) -> dict[str, Any]:
+    """The log row of one victim on one target."""
+    out = _outcome(target_logits, test_logits, test_labels, adv_class, true_class, 0.0)
+    return {"key": key, "attack": attack, "victim": int(seed), "pred": out.pred, "success": out.success(adv_class),
+            "p_adv": round(out.p_adv, 6), "p_true": round(out.p_true, 6),
+            "clean_accuracy": round(out.clean_accuracy, 6), **extra}
+
+
+def victim_seeds(seed0: int, count: int) -> list[int]:
+    """Victim initialisation seeds, disjoint from the clean runs' (which start at the trajectory's seed0)."""
+    return [seed0 + v for v in range(count)]
+
+
+def success_table(rows: list[dict[str, Any]]) -> dict[tuple[str, str], np.ndarray]:
+    """``{(key, attack): array of 0/1 successes}`` from log rows."""
+    table: dict[tuple[str, str], list[int]] = {}
+    for r in rows:
+        table.setdefault((r["key"], r["attack"]), []).append(int(bool(r["success"])))
+    return {k: np.asarray(v) for k, v in table.items()}
