@@ -55,7 +55,7 @@ def toy_bundle():
     return make_toy_bundle()
 
 
-def make_toy_bundle():
+def make_toy_bundle(train: int = 64, test: int = 32):
     """A learnable 4-class problem of 16x16 images: class k has a bright square in quadrant k."""
     import torch
 
@@ -71,4 +71,4 @@ def make_toy_bundle():
             images[labels == k, :, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8] += 150
         return ImageDataset(images, labels)
 
-    return DataBundle("cifar10", make(64), make(32), ("a", "b", "c", "d"), (0.5,) * 3, (0.25,) * 3, source="toy")
+    return DataBundle("cifar10", make(train), make(test), ("a", "b", "c", "d"), (0.5,) * 3, (0.25,) * 3, source="toy")

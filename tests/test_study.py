@@ -1,0 +1,183 @@
+"""Study driver and statistics: hand-computed summaries, a log that survives crashes, a study that resumes."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import poisondiff_lite.study as study
+from poisondiff_lite import InvalidChoiceError, ResultsFileError, TrainConfig, TrajectoryConfig
+from poisondiff_lite.attacks import AttackConfig
+from poisondiff_lite.stats import auroc, group_summary, pearson, spearman
+from poisondiff_lite.victims import HeadConfig, ResultsLog, asr_interval
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  statistics against hand computation
+# -----------------------------------------------------------------------------------------------------------------
+def test_wilson_interval_matches_the_formula():
+    z = 1.959963984540054
+    for k, n in [(8, 8), (3, 8), (0, 5)]:
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        low, high = asr_interval(k, n)
+        assert low == pytest.approx(centre - half, abs=1e-9) and high == pytest.approx(centre + half, abs=1e-9)
+    assert asr_interval(8, 8)[0] == pytest.approx(0.6756, abs=1e-4)
+    assert all(math.isnan(v) for v in asr_interval(0, 0))
+
+
+def test_auroc_counts_ordered_pairs():
+    assert auroc([0.1, 0.2, 0.3, 0.4], [1, 1, 0, 0]) == 1.0  # low metric = success, perfectly
+    assert auroc([0.1, 0.2, 0.3, 0.4], [0, 0, 1, 1]) == 0.0
+    assert auroc([0.1, 0.2, 0.3, 0.4], [1, 0, 1, 0]) == 0.75  # 3 of the 4 (success, failure) pairs ordered
+    assert auroc([0.5, 0.5], [1, 0]) == 0.5  # a tie counts one half
+    assert auroc([0.2, math.inf, 0.1], [1, 0, 1]) == 1.0  # δ = inf (never flips) ranks as the hardest
+    assert math.isnan(auroc([0.1, 0.2], [1, 1]))
+
+
+def test_correlations_agree_with_numpy():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    assert pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
+    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    assert spearman(x, y) == pytest.approx(np.corrcoef(ranks(x), ranks(y))[0, 1])
+    assert math.isnan(pearson([1, 2, 3], [1, 1, 1]))
+    assert group_summary([1.0, 0.5, 0.0, 0.5]) == {"n": 4, "mean": 0.5, "std": pytest.approx(math.sqrt(0.125))}
+
+
+def test_bucket_table_is_mean_and_population_std():
+    config = study.StudyConfig(trajectory=TrajectoryConfig.quick(), attacks=(AttackConfig.quick("gm"),), victims=4)
+    ident = study.attack_id(config.attacks[0])
+    targets = [{"key": f"0-1-{i}", "index": i, "bucket": b, "epa": e, "dps": e, "delta_step": d, "delta_param": d,
+                "tau": d, "soft_epa": e} for i, b, e, d in [(1, "lowest", 0.0, 0.1), (2, "lowest", 0.1, 0.2),
+                                                              (3, "highest", 1.0, 0.9)]]
+    wins = {1: [1, 1, 1, 1], 2: [1, 1, 0, 0], 3: [0, 0, 0, 1]}
+    rows = [{"key": f"0-1-{i}", "attack": ident, "victim": v, "success": bool(s), "clean_accuracy": 0.9}
+            for i, ws in wins.items() for v, s in enumerate(ws)]
+    results = study.StudyResults(config, targets, rows)
+    table = {r["bucket"]: r for r in results.by_bucket()}
+    assert table["lowest"]["mean_asr"] == 0.75 and table["lowest"]["std_asr"] == pytest.approx(0.25)
+    assert table["lowest"]["pooled_low"] == pytest.approx(asr_interval(6, 8)[0])
+    assert table["highest"]["mean_asr"] == 0.25 and table["highest"]["targets"] == 1
+    corr = {r["metric"]: r for r in results.correlations()}
+    assert corr["epa"]["auroc"] == 1.0  # the two successful targets (ASR >= 0.5) have the lowest EPA
+    assert corr["epa"]["pearson"] == pytest.approx(np.corrcoef([0.0, 0.1, 1.0], [1.0, 0.5, 0.25])[0, 1])
+    assert results.complete()
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  the results log
+# -----------------------------------------------------------------------------------------------------------------
+def test_log_drops_a_torn_line_and_refuses_another_study(tmp_path):
+    path = tmp_path / "results.jsonl"
+    log = ResultsLog(path, {"study": "abc"})
+    log.append({"key": "0-1-5", "attack": "gm", "victim": 0, "success": True})
+    with open(path, "ab") as handle:  # a crash in the middle of the next append
+        handle.write(b'{"key": "0-1-5", "attack": "gm", "vic')
+    again = ResultsLog(path, {"study": "abc"})
+    assert again.done() == {("0-1-5", "gm", 0)}
+    again.append({"key": "0-1-5", "attack": "gm", "victim": 1, "success": False})
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and all(json.loads(line) for line in lines)
+    with pytest.raises(ResultsFileError, match="belongs to another study"):
+        ResultsLog(path, {"study": "xyz"})
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  a whole (tiny) study, interrupted and resumed
+# -----------------------------------------------------------------------------------------------------------------
+def tiny_config(victims=2):
+    trajectory = TrajectoryConfig(dataset="cifar10", train=TrainConfig.quick(epochs=2, batch_size=16), runs=2)
+    attacks = (AttackConfig(name="gm", num_poisons=4, steps=2, restarts=1),
+               AttackConfig(name="fc", num_poisons=4, steps=2, restarts=1, setting="transfer"))
+    return study.StudyConfig(trajectory=trajectory, attacks=attacks, per_bucket=1, buckets=("lowest", "highest"),
+                             victims=victims, tau_batches=2, tau_batch_size=16, head=HeadConfig(epochs=2))
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_study_resumes_without_recomputing(tmp_path, toy_bundle, monkeypatch):
+    config = tiny_config()
+    trained, crafted = [], []
+    real_scratch, real_craft = study.scratch_victims, study.craft
+
+    def counting_scratch(*args, **kwargs):
+        for item in real_scratch(*args, **kwargs):
+            trained.append(item[0])
+            if limit is not None and len(trained) >= limit:
+                raise Interrupt  # the machine dies right after this victim finished training
+            yield item
+
+    monkeypatch.setattr(study, "scratch_victims", counting_scratch)
+    monkeypatch.setattr(study, "craft", lambda *a, **k: (crafted.append(1), real_craft(*a, **k))[1])
+    limit = 4  # 2 clean victims, then die during the first attacked target's second victim
+    with pytest.raises(Interrupt):
+        study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False)
+    partial = study.load_study(config, tmp_path)
+    assert len({(r["key"], r["attack"], r["victim"]) for r in partial.rows}) == len(partial.rows)
+    finished_victims = len(trained) - 1  # the last one was trained but never logged
+    crafted_before = len(crafted)
+
+    trained.clear()
+    limit = None
+    results = study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False)
+    targets = len(results.targets)
+    expected_scratch = config.victims + targets * config.victims  # clean victims + GM victims
+    assert len(trained) == expected_scratch - finished_victims, "finished victims were trained again"
+    assert len(crafted) - crafted_before == 2 * targets - crafted_before, "saved poisons were crafted again"
+    assert results.complete()
+    keys = [(r["key"], r["attack"], r["victim"]) for r in results.rows]
+    assert len(keys) == len(set(keys)) == 2 * targets * config.victims + 2 * targets * config.victims
+    names = {r["attack"].split("-")[0] for r in results.rows}
+    assert names == {"gm", "fc", "none"}
+
+    trained.clear()
+    again = study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False)
+    assert trained == [] and len(again.rows) == len(results.rows)
+
+    more = study.run_study(tiny_config(victims=3), data=toy_bundle, device="cpu", results_dir=tmp_path,
+                           show_progress=False)  # more victims extend the same study
+    assert len(trained) == 1 + targets and more.complete()
+
+
+def test_study_targets_follow_buckets_and_metrics(tmp_path, toy_bundle):
+    config = tiny_config()
+    results = study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False)
+    assert [t["bucket"] for t in results.targets] == ["lowest", "highest"]
+    assert results.targets[0]["epa"] <= results.targets[1]["epa"]
+    for t in results.targets:
+        assert t["key"] == f"0-1-{t['index']}" and int(toy_bundle.test.labels[t["index"]]) == 0
+        assert t["delta_step"] >= 0 and t["tau"] >= 0
+    saved = json.loads((results.path / "study.json").read_text())
+    assert study.StudyConfig.from_dict(saved) == config
+    assert {p.name.split("-")[0] for p in (results.path / "poisons").iterdir()} == {"0"}
+    table = study.format_table(results.per_target(), ["label", "bucket", "asr"])
+    assert "GM" in table and "FC (transfer)" in table and "no attack (scratch)" in table
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"poison_class": 0}, "poison class must differ"),
+    ({"buckets": ("lowest", "p50")}, "unknown EPA bucket 'p50'"),
+    ({"victims": 0}, "victims must be > 0"),
+    ({"attacks": ()}, "at least one attack"),
+])
+def test_bad_study_settings_name_the_fix(kwargs, message):
+    with pytest.raises(InvalidChoiceError, match=message):
+        study.StudyConfig(**kwargs)
+
+
+def test_unknown_class_index_is_refused(tmp_path, toy_bundle):
+    with pytest.raises(InvalidChoiceError, match="unknown poison class 7"):
+        study.run_study(tiny_config().__class__(**{**tiny_config().__dict__, "poison_class": 7}), data=toy_bundle,
+                        device="cpu", results_dir=tmp_path, show_progress=False)
+
+
+def test_toy_bundle_is_unchanged_by_a_study(tmp_path, toy_bundle):
+    before = toy_bundle.train.images.clone()
+    study.run_study(tiny_config(), data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False)
+    assert torch.equal(before, toy_bundle.train.images)
