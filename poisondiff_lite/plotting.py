@@ -165,3 +165,92 @@ def delta_heatmap(values: np.ndarray, classes: Sequence[str], *, row_labels: Seq
     if len(rows) or len(zero_r):
         ax.legend(fontsize=7, loc="upper right")
     return fig
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  attack validation
+# -----------------------------------------------------------------------------------------------------------------
+def poison_comparison(clean: torch.Tensor, poisoned: torch.Tensor, *, target: torch.Tensor | None = None,
+                      count: int = 8, amplify: float | None = None, title: str | None = None) -> Figure:
+    """Rows: clean base images, their poisoned versions, and the perturbation amplified to the full range.
+
+    With `target`, the target image is shown at the left of the first row.
+    """
+    count = min(count, len(clean))
+    diff = poisoned[:count].float() - clean[:count].float()
+    scale = amplify or 127.0 / max(float(diff.abs().max()), 1.0)
+    shown = (127.5 + scale * diff).clamp(0, 255).to(torch.uint8)
+    offset = 1 if target is not None else 0
+    fig, axes = plt.subplots(3, count + offset, figsize=(1.25 * (count + offset), 4.1), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    if target is not None:
+        axes[0, 0].imshow(_to_hwc(target), interpolation="nearest")
+        axes[0, 0].set_title("target", fontsize=8, color="#d62728")
+    for j in range(count):
+        for row, (images, name) in enumerate([(clean, "clean"), (poisoned, "poisoned"), (shown, f"Δ x{scale:.0f}")]):
+            axes[row, j + offset].imshow(_to_hwc(images[j]), interpolation="nearest")
+            if j == 0:
+                axes[row, j + offset].set_title(name, fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def asr_by_bucket(rows: Sequence[dict], *, ax: plt.Axes | None = None, title: str | None = None) -> Figure:
+    """Mean ASR per EPA bucket, one bar group per bucket and one bar per attack; whiskers: pooled Wilson 95 % interval.
+
+    `rows` are `StudyResults.by_bucket()` rows (keys ``label``, ``bucket``, ``mean_asr``, ``pooled_low/high``).
+    """
+    fig, ax = _axes(ax, figsize=(8, 4))
+    buckets = list(dict.fromkeys(r["bucket"] for r in rows))
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    width = 0.8 / max(len(labels), 1)
+    for k, label in enumerate(labels):
+        mine = {r["bucket"]: r for r in rows if r["label"] == label}
+        xs = [i + (k - (len(labels) - 1) / 2) * width for i, b in enumerate(buckets) if b in mine]
+        means = [mine[b]["mean_asr"] for b in buckets if b in mine]
+        low = [mine[b]["mean_asr"] - mine[b]["pooled_low"] for b in buckets if b in mine]
+        high = [mine[b]["pooled_high"] - mine[b]["mean_asr"] for b in buckets if b in mine]
+        hatch = "//" if label.startswith("no attack") else None
+        ax.bar(xs, means, width=width * 0.95, yerr=[low, high], capsize=3, label=label, hatch=hatch,
+               alpha=0.55 if hatch else 0.9)
+    ax.set_xticks(range(len(buckets)))
+    ax.set_xticklabels(buckets)
+    ax.set_xlabel("EPA bucket of the target (left: easiest by EPA)")
+    ax.set_ylabel("attack success rate")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "ASR by EPA bucket (whiskers: Wilson 95 % interval over all victims)")
+    return fig
+
+
+def data_map(epa: np.ndarray, dps: np.ndarray, asr: np.ndarray, *, labels: Sequence[str] | None = None,
+             ax: plt.Axes | None = None, title: str | None = None) -> Figure:
+    """Data-Maps-style view of the targets: EPA (x) against DPS (y), coloured by attack success."""
+    fig, ax = _axes(ax, figsize=(6, 4.5))
+    points = ax.scatter(epa, dps, c=asr, cmap="RdYlBu_r", vmin=0, vmax=1, s=45, edgecolor="k", linewidth=0.5)
+    fig.colorbar(points, ax=ax, label="attack success rate")
+    if labels is not None:
+        for x, y, text in zip(epa, dps, labels):
+            ax.annotate(str(text), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("EPA (how often the clean checkpoints were right)")
+    ax.set_ylabel("DPS (how stable the dominant prediction was)")
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_ylim(0, 1.03)
+    ax.set_title(title or "targets: easy (red) and hard (blue) to poison")
+    return fig
+
+
+def asr_vs_budget(budgets: Sequence[float], groups: dict[str, Sequence[float]], *, xlabel: str = "poisons",
+                  ax: plt.Axes | None = None, title: str | None = None) -> Figure:
+    """Mean ASR against the poison budget, one line per target group (e.g. low- and high-EPA targets)."""
+    fig, ax = _axes(ax)
+    for name, values in groups.items():
+        ax.plot(budgets, values, marker="o", label=name, color=BUCKET_COLORS.get(name))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("mean attack success rate")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend()
+    ax.set_title(title or "attack success against budget")
+    return fig

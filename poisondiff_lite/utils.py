@@ -81,8 +81,13 @@ def project_root() -> Path:
 
 
 def progress(iterable: Iterable[T], *, enable: bool = True, **kwargs: Any) -> Iterable[T]:
-    """Wrap an iterable in a `tqdm.auto` bar (notebook widget or terminal); ``enable=False`` gives no bar."""
-    return tqdm(iterable, disable=not enable, mininterval=0.5, dynamic_ncols=True, **kwargs)
+    """Wrap an iterable in a `tqdm.auto` bar (notebook widget or terminal); ``enable=False`` gives no bar.
+
+    With ``enable=True`` the environment still decides: ``TQDM_DISABLE=1`` (as CI sets) silences every bar.
+    """
+    if not enable:
+        kwargs["disable"] = True
+    return tqdm(iterable, mininterval=0.5, dynamic_ncols=True, **kwargs)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binary: bool = True) -> Path:
