@@ -1,5 +1,5 @@
-"""Command line: ``poisondiff tutorial`` (run every notebook headlessly), ``poisondiff epa`` (EPA to CSV) and
-``poisondiff metrics`` (EPA, DPS, δ and τ of chosen targets to CSV).
+"""Command line: ``poisondiff tutorial`` (run every notebook headlessly), ``poisondiff epa`` (EPA to CSV),
+``poisondiff metrics`` (EPA, DPS, δ and τ of chosen targets to CSV) and ``poisondiff study`` (attack validation).
 
 Errors the user can fix are printed as one line (``error: ...``) with exit code 2, never as a traceback.
 """
@@ -29,7 +29,7 @@ def _tutorial(args: argparse.Namespace) -> int:
                               f"pass --notebooks PATH.")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parameters = {"QUICK": not args.full}
+    parameters = {"QUICK": not args.full, "INTERACTIVE": False}  # no progress bars or widgets in saved notebooks
     if args.device:
         parameters["DEVICE"] = args.device
     print(f"executing {len(notebooks)} notebooks in {'full' if args.full else 'quick'} mode into {out_dir}/")
@@ -97,6 +97,50 @@ def _metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    from .attacks import AttackConfig
+    from .data import load_dataset
+    from .errors import check_positive
+    from .study import StudyConfig, format_table, run_study
+
+    preset = "full" if args.full else "quick"
+    overrides = {k: v for k, v in (("budget", args.budget), ("num_poisons", args.poisons),
+                                   ("steps", args.steps), ("restarts", args.restarts)) if v is not None}
+    if args.eps is not None:
+        check_positive("eps (in pixel levels)", args.eps)
+        overrides["eps"] = args.eps / 255
+    attacks = tuple(getattr(AttackConfig, preset)(name, **overrides) for name in args.attacks)
+    if args.transfer:
+        attacks = tuple(dataclasses.replace(a, setting="transfer") for a in attacks)
+    config = getattr(StudyConfig, preset)(args.dataset)
+    data = load_dataset(config.trajectory.dataset, args.data_dir, download=args.download)
+    if config.trajectory.classes is not None:
+        data = data.select_classes(list(config.trajectory.classes))
+    target = data.class_index(int(args.target_class) if args.target_class.isdigit() else args.target_class)
+    poison = data.class_index(int(args.poison_class) if args.poison_class.isdigit() else args.poison_class)
+    extra = {k: v for k, v in (("victims", args.victims), ("per_bucket", args.per_bucket),
+                               ("extremes", args.extremes)) if v is not None}
+    config = dataclasses.replace(config, attacks=attacks, target_class=target, poison_class=poison, **extra)
+    result = run_study(config, data=data, device=args.device, results_dir=args.results_dir,
+                       show_progress=not args.no_progress)
+    rows = result.per_target()
+    columns = ["label", "bucket", "index", "epa", "dps", "delta_step", "delta_param", "tau", "victims", "asr",
+               "asr_low", "asr_high", "clean_accuracy"]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, out)
+    print(format_table(result.by_bucket(), ["label", "bucket", "targets", "mean_asr", "std_asr", "pooled_low",
+                                            "pooled_high", "clean_accuracy"]))
+    print(format_table(result.correlations(), ["label", "metric_label", "n", "pearson", "spearman", "auroc"]))
+    print(f"{out}: {len(rows)} rows (target x attack); the study's log and poisons are in {result.path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="poisondiff", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +187,29 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--out", default="results/metrics.csv", help="CSV to write (rows already there are kept)")
     met.add_argument("--no-progress", action="store_true", help="no progress bars")
     met.set_defaults(func=_metrics)
+
+    sty = sub.add_parser("study", help="craft poisons, retrain victims, and relate ASR to EPA, δ and τ (resumable)")
+    sty.add_argument("--dataset", default="cifar10", help='"cifar10" | "tinyimagenet"')
+    sty.add_argument("--full", action="store_true", help="the paper's protocol (needs a GPU); default is quick mode")
+    sty.add_argument("--attacks", nargs="+", default=["gm"], help='attacks to run: "gm", "bp", "fc"')
+    sty.add_argument("--transfer", action="store_true", help="victims train a linear head on frozen features")
+    sty.add_argument("--budget", type=float, default=None, help="poisons as a fraction of the training set")
+    sty.add_argument("--poisons", type=int, default=None, help="an absolute number of poisons instead")
+    sty.add_argument("--eps", type=float, default=None, help="l-inf radius in pixel levels (16 means 16/255)")
+    sty.add_argument("--steps", type=int, default=None, help="crafting steps per restart")
+    sty.add_argument("--restarts", type=int, default=None, help="crafting restarts")
+    sty.add_argument("--target-class", default="0", help="class of the targets (name or index)")
+    sty.add_argument("--poison-class", default="1", help="the attacker's class (name or index)")
+    sty.add_argument("--per-bucket", type=int, default=None, help="targets per EPA bucket")
+    sty.add_argument("--extremes", type=int, default=None, help="also this many lowest- and highest-δ targets")
+    sty.add_argument("--victims", type=int, default=None, help="victims retrained per (target, attack)")
+    sty.add_argument("--data-dir", default=None, help="dataset folder (else $POISONDIFF_DATA, else data/)")
+    sty.add_argument("--download", action="store_true", help="download the dataset when missing")
+    sty.add_argument("--results-dir", default=None, help="results folder (else $POISONDIFF_RESULTS, else results/)")
+    sty.add_argument("--device", default="auto", help='"auto" | "cpu" | "cuda"')
+    sty.add_argument("--out", default="results/study.csv", help="per-target CSV to write")
+    sty.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sty.set_defaults(func=_study)
     return parser
 
 

@@ -213,8 +213,10 @@ def asr_by_bucket(rows: Sequence[dict], *, ax: plt.Axes | None = None, title: st
         low = [mine[b]["mean_asr"] - mine[b]["pooled_low"] for b in buckets if b in mine]
         high = [mine[b]["pooled_high"] - mine[b]["mean_asr"] for b in buckets if b in mine]
         hatch = "//" if label.startswith("no attack") else None
-        ax.bar(xs, means, width=width * 0.95, yerr=[low, high], capsize=3, label=label, hatch=hatch,
-               alpha=0.55 if hatch else 0.9)
+        bars = ax.bar(xs, means, width=width * 0.95, yerr=[low, high], capsize=3, label=label, hatch=hatch,
+                      alpha=0.55 if hatch else 0.9)
+        ax.scatter(xs, means, marker="D", s=14, zorder=3, color=bars.patches[0].get_facecolor() if bars.patches
+                   else None, edgecolor="k", linewidth=0.4)  # a zero ASR stays visible
     ax.set_xticks(range(len(buckets)))
     ax.set_xticklabels(buckets)
     ax.set_xlabel("EPA bucket of the target (left: easiest by EPA)")
@@ -253,4 +255,18 @@ def asr_vs_budget(budgets: Sequence[float], groups: dict[str, Sequence[float]], 
     ax.set_ylim(-0.03, 1.03)
     ax.legend()
     ax.set_title(title or "attack success against budget")
+    return fig
+
+
+def headline(rows_by_dataset: dict[str, Sequence[dict]]) -> Figure:
+    """The headline figure: ASR by EPA bucket, per attack (bars) and dataset (panels)."""
+    datasets = list(rows_by_dataset) or ["(no study saved yet)"]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7.5 * len(datasets), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], datasets):
+        rows = rows_by_dataset.get(name, [])
+        if rows:
+            asr_by_bucket(rows, ax=ax, title=f"{name}: attack success by target group")
+        else:
+            ax.text(0.5, 0.5, "no study saved yet: run notebooks 05 and 06", ha="center", va="center")
+            ax.axis("off")
     return fig

@@ -163,7 +163,15 @@ class StudyResults:
         if name == "none":
             return f"no attack ({rest})"
         attack = next(a for a in self.config.attacks if attack_id(a) == ident)
-        return attack.label + (" (transfer)" if attack.setting == "transfer" else "")
+        details = ["transfer"] if attack.setting == "transfer" else []
+        if sum(a.name == attack.name and a.setting == attack.setting for a in self.config.attacks) > 1:
+            details.append(f"{attack.num_poisons} poisons" if attack.num_poisons else f"{attack.budget:.2%}")
+        return attack.label + (f" ({', '.join(details)})" if details else "")
+
+    def is_sweep(self) -> bool:
+        """Does the study run one attack at several budgets (a budget sweep)?"""
+        names = [(a.name, a.setting) for a in self.config.attacks]
+        return len(set(names)) < len(names)
 
     def per_target(self) -> list[dict[str, Any]]:
         """One row per (target, attack or baseline): the target's metrics, ASR, its Wilson interval, clean accuracy."""

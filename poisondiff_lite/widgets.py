@@ -1,0 +1,238 @@
+"""Interactive target explorer: pick a test image, see its training dynamics, δ and τ per class and attack outcomes.
+
+Headless first: `target_figure` is a pure function returning a matplotlib Figure, so notebooks draw a static view that
+papermill and nbval keep. `explorer` wraps the same function in ipywidgets (imported lazily) for JupyterLab; building
+it never waits for input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .budget import budget_lower_bound
+from .distance import DistanceResult, distance_matrix
+from .errors import InvalidChoiceError
+from .metrics import trajectory_metrics
+from .plotting import _to_hwc
+from .record import Trajectory
+from .victims import asr_interval
+
+
+@dataclass
+class TargetView:
+    """Everything the explorer shows about the recorded examples of one trajectory experiment.
+
+    δ (all classes) and τ (toward `poison_class`) are computed on demand for the examples looked at, with `model`, and
+    cached; attack outcomes come from saved studies of the same dataset.
+    """
+
+    traj: Trajectory  # the recorded clean runs
+    images: torch.Tensor  # (E, 3, H, W) uint8 images of the recorded examples, in the trajectory's order
+    classes: Sequence[str]  # class names
+    model: torch.nn.Module | None = None  # a clean model for δ and τ (e.g. `load_run_model(path, 0)`)
+    train_set: Any = None  # the clean training set, for τ
+    poison_class: int = 1  # the class τ is computed toward
+    studies: list = field(default_factory=list)  # `StudyResults` whose targets may include these examples
+    tau_batches: int = 5  # batches estimating g(D_c; w_p) for τ (small: it runs on every selection)
+    device: str | torch.device = "cpu"  # where δ and τ are computed
+    _scores: dict | None = None
+    _delta: dict = field(default_factory=dict)
+    _tau: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.images) != self.traj.num_examples:
+            raise InvalidChoiceError(f"{len(self.images)} images for {self.traj.num_examples} recorded examples; pass "
+                                     f"split.images[traj.indices]")
+
+    @property
+    def scores(self) -> dict[str, np.ndarray]:
+        if self._scores is None:
+            self._scores = trajectory_metrics(self.traj)
+        return self._scores
+
+    def position(self, index: int) -> int:
+        """Position in the trajectory of test-set index `index`."""
+        hits = np.flatnonzero(self.traj.indices == index)
+        if len(hits) == 0:
+            raise InvalidChoiceError(f"test index {index} was not recorded; recorded: {self.traj.indices.min()}.."
+                                     f"{self.traj.indices.max()}")
+        return int(hits[0])
+
+    def ranked(self, label: int | None = None) -> np.ndarray:
+        """Positions sorted by EPA, ascending (easiest to poison first), optionally of one class."""
+        positions = np.arange(self.traj.num_examples)
+        if label is not None:
+            positions = positions[self.traj.labels == label]
+        return positions[np.argsort(self.scores["epa"][positions], kind="stable")]
+
+    def delta(self, pos: int) -> np.ndarray | None:
+        """δ step toward every class (NaN for the own class), or None without a model."""
+        if self.model is None:
+            return None
+        if pos not in self._delta:
+            result = distance_matrix(self.model, self.images[pos:pos + 1], self.traj.labels[pos:pos + 1],
+                                     device=self.device, show_progress=False)
+            self._delta[pos] = result.step[0]
+        return self._delta[pos]
+
+    def tau(self, pos: int) -> float | None:
+        """τ toward `poison_class`, or None without a model and a training set."""
+        if self.model is None or self.train_set is None or int(self.traj.labels[pos]) == self.poison_class:
+            return None
+        if pos not in self._tau:
+            step = float(self.delta(pos)[self.poison_class])
+            delta = DistanceResult(step, math.nan, math.nan, -1)
+            self._tau[pos] = budget_lower_bound(self.model, self.images[pos], self.poison_class, self.train_set,
+                                                delta=delta, num_batches=self.tau_batches, device=self.device).tau
+        return self._tau[pos]
+
+    def outcomes(self, pos: int) -> list[dict[str, Any]]:
+        """Attack results of saved studies whose target is this example."""
+        index = int(self.traj.indices[pos])
+        out = []
+        for study in self.studies:
+            if study.config.trajectory.dataset != self.traj.config.dataset:
+                continue
+            out += [r for r in study.per_target() if int(r["index"]) == index]
+        return out
+
+
+def target_figure(view: TargetView, index: int | None = None, *, position: int | None = None) -> Figure:
+    """One page about one target (by test index, or by `position` in the trajectory).
+
+    Panels: the image with its EPA and DPS; the true-class probability over epochs for every run (crosses: wrong
+    predictions); δ toward every class (and τ toward the poison class); attack outcomes of saved studies.
+    """
+    pos = view.position(index) if index is not None else int(position if position is not None else 0)
+    traj, scores = view.traj.finished(), view.scores
+    label = int(traj.labels[pos])
+    fig = plt.figure(figsize=(13, 6.5))
+    grid = fig.add_gridspec(2, 3, width_ratios=(1, 1.6, 1.6))
+
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(_to_hwc(view.images[pos]), interpolation="nearest")
+    ax.axis("off")
+    dominant = view.classes[int(scores["dominant"][pos])]
+    ax.set_title(f"test #{int(traj.indices[pos])}: {str(view.classes[label])[:18]}\nEPA {scores['epa'][pos]:.3f} · "
+                 f"DPS {scores['dps'][pos]:.3f} ({str(dominant)[:12]})", fontsize=9)
+
+    ax = fig.add_subplot(grid[0, 1:])
+    epochs = np.arange(1, traj.num_epochs + 1)
+    for m in range(traj.completed):
+        line, = ax.plot(epochs, traj.true_prob[m, :, pos].astype(float), marker="o", ms=3, lw=1, label=f"run {m}")
+        wrong = traj.preds[m, :, pos] != label
+        ax.scatter(epochs[wrong], traj.true_prob[m, wrong, pos].astype(float), marker="x", s=40, color=line.get_color())
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("true-class probability")
+    ax.set_title("training dynamics of every clean run (x: checkpoint predicted another class)", fontsize=9)
+    if traj.completed <= 10:
+        ax.legend(fontsize=7, ncol=2)
+
+    ax = fig.add_subplot(grid[1, :2])
+    delta = view.delta(pos)
+    if delta is None:
+        ax.text(0.5, 0.5, "δ and τ: pass model= (and train_set=) to TargetView", ha="center", va="center")
+        ax.axis("off")
+    else:
+        shown = np.where(np.isfinite(delta), delta, np.nan)
+        colors = ["#d62728" if c == view.poison_class else "#4c72b0" for c in range(len(delta))]
+        ax.bar(range(len(delta)), np.nan_to_num(shown, nan=0.0), color=colors)
+        ax.set_yscale("symlog", linthresh=1e-4)
+        for c in np.flatnonzero(delta == 0):
+            ax.text(c, 0, "already\npredicted", ha="center", va="bottom", fontsize=6)
+        ax.set_xticks(range(len(delta)))
+        ax.set_xticklabels([str(c)[:9] for c in view.classes[:len(delta)]], rotation=45, ha="right", fontsize=7)
+        tau = view.tau(pos)
+        tau_text = "" if tau is None else f"; τ toward {str(view.classes[view.poison_class])[:12]}: {tau:.3g}"
+        ax.set_title(f"δ step toward each poison class (red: the study's poison class){tau_text}", fontsize=9)
+        if len(delta) > 30:
+            ax.set_xticks([])
+
+    ax = fig.add_subplot(grid[1, 2])
+    outcomes = view.outcomes(pos)
+    if not outcomes:
+        ax.text(0.5, 0.5, "no saved study attacked\nthis target", ha="center", va="center")
+        ax.axis("off")
+    else:
+        names = [r["label"] for r in outcomes]
+        asr = np.array([r["asr"] for r in outcomes])
+        low = asr - np.array([r["asr_low"] for r in outcomes])
+        high = np.array([r["asr_high"] for r in outcomes]) - asr
+        ax.barh(range(len(names)), asr, xerr=[low, high], color="#d62728", alpha=0.8, capsize=3)
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(names, fontsize=8)
+        ax.set_xlim(0, 1.05)
+        ax.set_xlabel("attack success rate (95 % interval)")
+        ax.set_title("attack outcomes", fontsize=9)
+    return fig
+
+
+def explorer(view: TargetView, *, label: int | None = None) -> Any:
+    """An ipywidgets explorer over `target_figure`: class filter, EPA-rank slider, easiest / hardest buttons.
+
+    Returns the widget (display it, or let it be a cell's last value). Needs ``pip install ipywidgets``.
+    """
+    try:
+        import ipywidgets as w
+        from IPython.display import clear_output, display
+    except ImportError as exc:  # pragma: no cover - ipywidgets is in the notebooks extra
+        raise InvalidChoiceError("the explorer needs ipywidgets: pip install -e '.[notebooks]'") from exc
+    present = sorted(set(int(c) for c in view.traj.labels))
+    class_box = w.Dropdown(options=[("all classes", -1)] + [(str(view.classes[c])[:30], c) for c in present],
+                           value=-1 if label is None else label, description="class")
+    rank = w.IntSlider(min=0, max=1, value=0, description="EPA rank", continuous_update=False)
+    easiest = w.Button(description="easiest", tooltip="lowest EPA: easiest to poison")
+    hardest = w.Button(description="hardest", tooltip="highest EPA: hardest to poison")
+    out = w.Output()
+
+    def positions() -> np.ndarray:
+        return view.ranked(None if class_box.value == -1 else class_box.value)
+
+    def draw(*_: Any) -> None:
+        with out:
+            clear_output(wait=True)
+            order = positions()
+            target_figure(view, position=int(order[min(rank.value, len(order) - 1)]))
+            plt.show()
+
+    def on_class(*_: Any) -> None:
+        rank.max = max(len(positions()) - 1, 0)
+        rank.value = 0
+        draw()
+
+    class_box.observe(on_class, names="value")
+    rank.observe(draw, names="value")
+    easiest.on_click(lambda _: setattr(rank, "value", 0))
+    hardest.on_click(lambda _: setattr(rank, "value", rank.max))
+    rank.max = max(len(positions()) - 1, 0)
+    draw()
+    widget = w.VBox([w.HBox([class_box, rank, easiest, hardest]), out])
+    display(widget)
+    return widget
+
+
+def target_table(view: TargetView, positions: Sequence[int]) -> list[dict[str, Any]]:
+    """Rows (index, class, EPA, DPS, δ and τ toward the poison class, best ASR) for `format_table`."""
+    rows = []
+    for pos in positions:
+        delta = view.delta(pos)
+        outcomes = view.outcomes(pos)
+        rows.append({"index": int(view.traj.indices[pos]), "class": str(view.classes[int(view.traj.labels[pos])])[:14],
+                     "epa": float(view.scores["epa"][pos]), "dps": float(view.scores["dps"][pos]),
+                     "delta_step": float("nan") if delta is None else float(delta[view.poison_class]),
+                     "tau": float("nan") if view.tau(pos) is None else float(view.tau(pos)),
+                     "best_asr": max((r["asr"] for r in outcomes if not r["label"].startswith("no attack")),
+                                     default=float("nan"))})
+    return rows
+
+
+__all__ = ["TargetView", "asr_interval", "explorer", "target_figure", "target_table"]
