@@ -90,26 +90,22 @@ def check(key: str, answer: Any, *, quiet: bool = False, **context: Any) -> bool
 # -----------------------------------------------------------------------------------------------------------------
 #  the exercises, notebook by notebook
 # -----------------------------------------------------------------------------------------------------------------
-@exercise("00.1", "How many bytes does the CIFAR-10 training split take as uint8?",
-          "images x channels x height x width, one byte each: `data.train.images.numel()`.")
-def _bytes(*, data) -> int:
-    return int(data.train.images.numel())
+@exercise("00.1", "Which CIFAR-10 class has the fewest test images in the data you loaded?",
+          "`np.bincount(cifar.test.labels)` counts images per class; the argmin indexes `cifar.classes`.",
+          compare=_member)
+def _fewest_test_images(*, data) -> set[str]:
+    counts = np.bincount(np.asarray(data.test.labels.cpu()), minlength=len(data.classes))
+    return {data.classes[i] for i in np.flatnonzero(counts == counts.min())}
 
 
-@exercise("01.1", "With M runs of N epochs, in steps of what size is EPA quantised?",
-          "EPA counts correct checkpoints out of M x N: the step is 1 / (M N).", compare=_close(1e-9))
-def _quantum(*, runs: int, epochs: int) -> float:
-    return 1.0 / (runs * epochs)
-
-
-@exercise("02.1", "How many examples have EPA exactly 0 (never right at any checkpoint)?",
-          "count them: `(scores['epa'] == 0).sum()`.")
-def _zero_epa(*, scores) -> int:
-    return int((np.asarray(scores["epa"]) == 0).sum())
+@exercise("01.2", "What is the mean test accuracy after the last epoch, over the runs?",
+          "`traj.eval_accuracy()` is (runs, epochs); take the last column and its mean.", compare=_close(1e-3))
+def _final_accuracy(*, traj) -> float:
+    return float(traj.finished().eval_accuracy()[:, -1].mean())
 
 
 @exercise("02.2", "Which class has the lowest mean EPA?",
-          "`pdl.per_class_mean(scores['epa'], traj.labels, num_classes)`, then the argmin; answer with the class name.",
+          "`pdl.per_class_mean(scores['epa'], scores['labels'], len(classes))`, then the argmin; answer with a name.",
           compare=_member)
 def _hardest_class(*, scores, classes) -> set[str]:
     from .metrics import per_class_mean
@@ -119,18 +115,26 @@ def _hardest_class(*, scores, classes) -> set[str]:
     return {classes[i] for i in np.flatnonzero(np.isclose(means, low))}
 
 
-@exercise("03.1", "For a linear model with logit gap m = z_y - z_p that moves at rate r per unit η, what is η*?",
-          "the logits move linearly in η, so the gap closes at η* = m / r.", compare=_close(1e-6))
-def _linear_step(*, gap: float, rate: float) -> float:
-    return gap / rate
+@exercise("03.2", "Which poison class is closest on average (smallest median δ step over the targets)?",
+          "`np.nanmedian(delta.step, axis=0)` gives one value per class (NaN for the targets' own class); take the "
+          "class with the smallest.", compare=_member)
+def _closest_class(*, delta, classes) -> set[str]:
+    steps = np.asarray(delta.step, dtype=np.float64)
+    tested = ~np.all(np.isnan(steps), axis=0)
+    medians = np.full(steps.shape[1], np.inf)
+    medians[tested] = np.nanmedian(steps[:, tested], axis=0)
+    best = medians.min()
+    return {classes[i] for i in np.flatnonzero(np.isclose(medians, best))} | \
+        {str(i) for i in np.flatnonzero(np.isclose(medians, best))}
 
 
-@exercise("04.1", "What is W((C-1)/e) for C = 10 (the derived τ denominator)?",
-          "`scipy.special.lambertw((10 - 1) / np.e).real`; the notes' table has it.", compare=_close(1e-3))
-def _lambert10() -> float:
+@exercise("04.2", "By what factor does every τ change for C = 10 when switching to the authors' variant?",
+          "τ divides by W(κ): the factor is W((C-1)/e) / W(C - 1/e); `pdl.budget.lambert_denominator` gives both.",
+          compare=_close(2e-3))
+def _variant_factor() -> float:
     from .budget import lambert_denominator
 
-    return lambert_denominator(10, "derived")
+    return lambert_denominator(10, "derived") / lambert_denominator(10, "authors")
 
 
 @exercise("05.1", "Upper end of the 95 % Wilson interval for 0 successes out of 2 victims?",

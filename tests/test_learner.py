@@ -1,0 +1,173 @@
+"""Learner experience: self-checking exercises, the target explorer, the summary's artefacts, one-line CLI errors."""
+
+import math
+import re
+from pathlib import Path
+
+import matplotlib
+import nbformat
+import numpy as np
+import pytest
+
+import poisondiff_lite as pdl
+from poisondiff_lite import artifacts, exercises, widgets
+from poisondiff_lite.attacks import AttackConfig
+from poisondiff_lite.cli import main
+from poisondiff_lite.study import StudyConfig, StudyResults, attack_id
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  exercises
+# -----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_notebook_checks_its_exercises_and_has_a_hidden_solution(path):
+    nb = nbformat.read(path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    keys = set(re.findall(r'exercises\.check\("(\d\d\.\d+)"', code))
+    assert keys, "no self-checking exercise"
+    assert keys <= set(exercises.EXERCISES), f"unknown exercises {keys - set(exercises.EXERCISES)}"
+    assert all(k.startswith(path.name[:2]) for k in keys)
+    solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    assert solutions and all(c.metadata["jupyter"]["source_hidden"] for c in solutions)
+    assert all("assert pdl.exercises.check(" in c.source for c in solutions)
+    position = {id(c): i for i, c in enumerate(nb.cells)}
+    summary = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "## Summary" in c.source)
+    assert all(position[id(c)] < summary for c in solutions), "solutions belong before the summary"
+
+
+def test_check_says_right_wrong_and_gives_a_hint(capsys):
+    assert exercises.check("05.1", 0.6576) is True
+    assert "correct" in capsys.readouterr().out
+    assert exercises.check("05.1", 0.3) is False
+    out = capsys.readouterr().out
+    assert "not quite" in out and "asr_interval" in out  # the hint names the tool to use
+    assert exercises.check("05.1", None) is False and "no answer yet" in capsys.readouterr().out
+    assert exercises.check("05.1", "sixty percent", quiet=True) is False  # nonsense is wrong, not an error
+
+
+def test_expected_answers_match_independent_values():
+    z = 1.959963984540054
+    assert exercises.solution("05.1") == pytest.approx(z * z / (2 + z * z))  # Wilson upper end at 0/2
+    assert exercises.solution("04.2") == pytest.approx(1.1010 / 1.7218, abs=2e-3)  # the notes' W table
+    scores = {"epa": np.array([0.9, 0.1, 0.2, 0.8]), "labels": np.array([0, 1, 1, 0])}
+    assert exercises.solution("02.2", scores=scores, classes=("a", "b")) == {"b"}
+    assert exercises.check("02.2", "B", quiet=True, scores=scores, classes=("a", "b"))  # case does not matter
+
+
+def test_unknown_exercise_lists_the_valid_ones():
+    with pytest.raises(pdl.InvalidChoiceError, match="unknown exercise '9.9'; valid choices: .*05.1"):
+        exercises.check("9.9", 1)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  the explorer
+# -----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def toy_view(tmp_path_factory):
+    from conftest import make_toy_bundle
+
+    data = make_toy_bundle()
+    config = pdl.TrajectoryConfig(dataset="cifar10", train=pdl.TrainConfig.quick(epochs=2, batch_size=16), runs=2)
+    folder = tmp_path_factory.mktemp("explorer")
+    traj = pdl.record_trajectories(config, data=data, device="cpu", show_progress=False, keep_models=True,
+                                   results_dir=folder)
+    model = pdl.load_run_model(pdl.default_path(config, folder), run=0)
+    return widgets.TargetView(traj, data.test.images[traj.indices], data.classes, model=model,
+                              train_set=data.train, poison_class=1, tau_batches=2)
+
+
+def test_target_figure_shows_dynamics_delta_and_tau(toy_view):
+    index = int(toy_view.traj.indices[toy_view.ranked(0)[0]])
+    fig = widgets.target_figure(toy_view, index)
+    assert isinstance(fig, matplotlib.figure.Figure)
+    titles = " | ".join(ax.get_title() for ax in fig.axes)
+    assert f"test #{index}" in titles and "EPA" in titles and "τ toward b" in titles
+    pos = toy_view.position(index)
+    dynamics = next(ax for ax in fig.axes if "training dynamics" in ax.get_title())
+    lines = dynamics.get_lines()
+    assert len(lines) == 2 and np.allclose(lines[0].get_ydata(), toy_view.traj.true_prob[0, :, pos].astype(float))
+    assert np.isnan(toy_view.delta(pos)[0]) and np.all(toy_view.delta(pos)[1:] >= 0)  # own class skipped
+    matplotlib.pyplot.close(fig)
+
+
+def test_explorer_builds_without_a_frontend_and_navigates(toy_view, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(widgets, "target_figure", lambda view, index=None, position=None: drawn.append(position))
+    widget = widgets.explorer(toy_view, label=0)
+    class_box, rank, easiest, hardest = widget.children[0].children
+    members = toy_view.ranked(0)
+    assert rank.max == len(members) - 1 and drawn[-1] == members[0]
+    hardest.click()
+    assert rank.value == rank.max and drawn[-1] == members[-1]
+    easiest.click()
+    assert drawn[-1] == members[0]
+    class_box.value = -1  # all classes
+    assert rank.max == toy_view.traj.num_examples - 1
+
+
+def test_explorer_inputs_are_checked(toy_view):
+    with pytest.raises(pdl.InvalidChoiceError, match="pass split.images"):
+        widgets.TargetView(toy_view.traj, toy_view.images[:3], toy_view.classes)
+    with pytest.raises(pdl.InvalidChoiceError, match="test index 999 was not recorded"):
+        toy_view.position(999)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  the summary's artefacts
+# -----------------------------------------------------------------------------------------------------------------
+def _fake_study(attacks, bucket_asr, dataset="cifar10"):
+    config = StudyConfig(trajectory=pdl.TrajectoryConfig.quick(dataset), attacks=attacks, victims=2)
+    targets, rows = [], []
+    for i, (bucket, wins) in enumerate(bucket_asr.items()):
+        targets.append({"key": f"0-1-{i}", "index": i, "bucket": bucket, "epa": i / 10, "dps": 0.5, "soft_epa": 0.5,
+                        "delta_step": 0.1, "delta_param": 0.1, "tau": 0.0})
+        for a in attacks:
+            rows += [{"key": f"0-1-{i}", "attack": attack_id(a), "victim": v, "success": bool(s),
+                      "clean_accuracy": 0.5} for v, s in enumerate(wins)]
+    return StudyResults(config, targets, rows)
+
+
+def test_headline_leaves_out_sweeps_and_compares_with_the_authors():
+    gm = _fake_study((AttackConfig.quick("gm"),), {"lowest": [1, 1], "highest": [0, 1]})
+    sweep = _fake_study(tuple(AttackConfig.quick("fc", num_poisons=n) for n in (25, 50)), {"lowest": [1, 0]})
+    assert sweep.is_sweep() and not gm.is_sweep()
+    assert {r["label"] for r in sweep.by_bucket()} == {"FC (transfer, 25 poisons)", "FC (transfer, 50 poisons)"}
+    rows = artifacts.headline_rows([gm, sweep])
+    assert {r["label"] for r in rows["cifar10"]} == {"GM"}
+    table = {r["group"]: r for r in artifacts.authors_comparison([gm, sweep]) if r["dataset"] == "cifar10"}
+    assert table["lowest"]["our_asr"] == 1.0 and table["highest"]["our_asr"] == 0.5
+    assert table["lowest"]["authors_asr"] == 1.0 and math.isnan(table["p40"]["our_asr"])
+    fig = pdl.plotting.headline(rows)
+    assert len(fig.axes) >= 1
+    matplotlib.pyplot.close(fig)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  one-line errors from the CLI
+# -----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, message", [
+    (["study", "--attacks", "witches"], "unknown attack 'witches'; valid choices: 'gm', 'bp', 'fc'"),
+    (["study", "--budget", "-0.01"], "budget must be > 0"),
+    (["study", "--eps", "-8"], "must be > 0"),
+    (["study", "--dataset", "mnist"], "unknown dataset 'mnist'; valid choices: 'cifar10', 'tinyimagenet'"),
+    (["study", "--poison-class", "aeroplane"], "unknown class name 'aeroplane'; valid choices: 'airplane'"),
+    (["study", "--victims", "0"], "victims must be > 0"),
+])
+def test_cli_study_bad_input_is_one_line(argv, message, capsys, tmp_path):
+    code = main(argv + ["--out", str(tmp_path / "s.csv"), "--results-dir", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "studies").exists(), "nothing may be trained before the input is checked"
+
+
+def test_tutorial_runs_notebooks_headlessly(monkeypatch, tmp_path):
+    import papermill
+
+    calls = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, **kw: calls.append((Path(src).name, kw)))
+    assert main(["tutorial", "--only", "05", "07", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert [name for name, _ in calls] == ["05_attack_validation_cifar10.ipynb", "07_summary.ipynb"]
+    assert all(kw["parameters"] == {"QUICK": True, "INTERACTIVE": False} for _, kw in calls)
