@@ -5,12 +5,13 @@ The public API in one place; each name lives in a small module with one job.
 
 from .attacks import ATTACKS, AttackConfig, Poisons, craft, poison_indices
 from .config import TrainConfig, TrajectoryConfig
-from .data import DataBundle, ImageDataset, load_cifar10, load_dataset, load_tinyimagenet, resolve_data_dir
+from .data import (DataBundle, ImageDataset, load_cifar10, load_dataset, load_tinyimagenet, register_dataset,
+                   resolve_data_dir)
 from . import exercises
 from .errors import (DatasetCorruptError, DatasetNotFoundError, DeviceUnavailableError, InvalidChoiceError,
                      PoisonDiffError, ResultsFileError)
 from .metrics import dps, epa, epa_buckets, per_class_mean, select_targets, soft_epa, trajectory_metrics
-from .models import MODELS, build_model
+from .models import MODELS, build_model, register_model
 from .study import StudyConfig, StudyResults, find_studies, format_table, load_study, run_study
 from .record import Trajectory, default_path, load_run_model, record_trajectories
 from .train import History, accuracy, predict_logits, train_fresh, train_model
@@ -21,7 +22,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ATTACKS", "AttackConfig", "HeadConfig", "Poisons", "StudyConfig", "StudyResults", "asr_interval", "craft",
-    "find_studies", "format_table", "insert_poisons", "load_study", "poison_indices", "run_study",
+    "find_studies", "format_table", "insert_poisons", "load_study", "poison_indices", "register_dataset",
+    "register_model", "run_study",
     "DataBundle", "DatasetCorruptError", "DatasetNotFoundError", "DeviceUnavailableError", "History", "ImageDataset",
     "InvalidChoiceError", "MODELS", "PoisonDiffError", "ResultsFileError", "TrainConfig", "Trajectory",
     "TrajectoryConfig", "accuracy", "build_model", "default_path", "dps", "epa", "epa_buckets", "get_device",

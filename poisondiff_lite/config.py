@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import check_choice, check_positive
-from .models import MODELS
+from .data import dataset_names
+from .models import model_names
 
 SCHEDULES = ("constant", "step", "onecycle")
 EVAL_SPLITS = ("test", "train")
@@ -36,9 +37,10 @@ class TrainConfig:
     eval_batch_size: int = 1000  # batch size for evaluation passes
     bf16: bool = True  # bf16 autocast (CUDA only)
     channels_last: bool = True  # channels_last memory format (CUDA only)
+    compile: bool = False  # torch.compile the model (a speed option: not part of the experiment's hash)
 
     def __post_init__(self) -> None:
-        check_choice("model", self.model, MODELS)
+        check_choice("model", self.model, model_names())
         check_choice("schedule", self.schedule, SCHEDULES)
         check_positive("epochs", self.epochs)
         check_positive("batch_size", self.batch_size)
@@ -87,7 +89,7 @@ class TrajectoryConfig:
     store_logits: bool = False  # also store every logit in fp16 (M x N x E x C)
 
     def __post_init__(self) -> None:
-        check_choice("dataset", self.dataset, ("cifar10", "tinyimagenet"))
+        check_choice("dataset", self.dataset, dataset_names())
         check_choice("eval_split", self.eval_split, EVAL_SPLITS)
         check_positive("runs", self.runs)
         if isinstance(self.train, dict):  # rebuilt from JSON
@@ -123,7 +125,19 @@ class TrajectoryConfig:
     def key(self, *, ignore: tuple[str, ...] = ("runs",)) -> str:
         """Stable short hash of everything but `ignore` (by default the run count, so an experiment can be extended)."""
         data = {k: v for k, v in self.to_dict().items() if k not in ignore}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps(stable_dict(data), sort_keys=True).encode()).hexdigest()[:12]
+
+
+RUNTIME_ONLY = ("compile",)  # settings that change speed, not results: left out of experiment hashes
+
+
+def stable_dict(data: Any) -> Any:
+    """`data` without the `RUNTIME_ONLY` keys at any depth (so turning on torch.compile keeps saved results valid)."""
+    if isinstance(data, dict):
+        return {k: stable_dict(v) for k, v in data.items() if k not in RUNTIME_ONLY}
+    if isinstance(data, (list, tuple)):
+        return [stable_dict(v) for v in data]
+    return data
 
 
 def _tuples(data: dict[str, Any]) -> dict[str, Any]:

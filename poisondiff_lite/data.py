@@ -12,13 +12,14 @@ import hashlib
 import os
 import pickle
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import DatasetCorruptError, DatasetNotFoundError, check_choice
+from .errors import DatasetCorruptError, DatasetNotFoundError, InvalidChoiceError, check_choice
 from .utils import atomic_write, progress, project_root
 
 DATA_ENV = "POISONDIFF_DATA"
@@ -154,6 +155,22 @@ class DataBundle:
         notes = dict(self.notes, kept_classes=classes)
         return DataBundle(self.name, pick(self.train), pick(self.test), tuple(self.classes[c] for c in classes),
                           self.mean, self.std, self.source, notes)
+
+    @classmethod
+    def from_tensors(cls, name: str, train_images: torch.Tensor, train_labels: torch.Tensor,
+                     test_images: torch.Tensor, test_labels: torch.Tensor,
+                     classes: tuple[str, ...] | list[str] | None = None) -> DataBundle:
+        """Your own data as tensor pairs: uint8 images ``(N, 3, H, W)`` and integer labels; the normalisation the
+        models apply is computed from the training images."""
+        train, test = ImageDataset(train_images, train_labels), ImageDataset(test_images, test_labels)
+        num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+        classes = tuple(str(c) for c in classes) if classes is not None else tuple(str(c) for c in range(num_classes))
+        if len(classes) < num_classes:
+            raise InvalidChoiceError(f"labels go up to {num_classes - 1} but only {len(classes)} class names were given")
+        pixels = train.images.float().div(255)
+        mean = tuple(float(v) for v in pixels.mean(dim=(0, 2, 3)))
+        std = tuple(max(float(v), 1e-3) for v in pixels.std(dim=(0, 2, 3)))
+        return cls(name, train, test, classes, mean, std, source="tensors")
 
     def __repr__(self) -> str:
         return (f"DataBundle({self.name!r}: train {tuple(self.train.images.shape)}, test {tuple(self.test.images.shape)}, "
@@ -414,12 +431,35 @@ def load_tinyimagenet(root: str | os.PathLike | None = None, *, download: bool =
                       notes={"wnids": tuple(str(w) for w in arrays["wnids"])})
 
 
+CUSTOM_DATASETS: dict[str, Callable[..., DataBundle]] = {}
+
+
+def register_dataset(name: str, source: DataBundle | Callable[..., DataBundle]) -> None:
+    """Make your own data set usable by name everywhere (configs, recorder, studies, CLI in the same process).
+
+    `source` is a `DataBundle` (e.g. from `DataBundle.from_tensors`) or a loader ``f(root, download=False) ->
+    DataBundle``.
+    """
+    if str(name) in DATASETS:
+        raise InvalidChoiceError(f"{name!r} is a built-in data set; register yours under another name")
+    CUSTOM_DATASETS[str(name)] = (lambda root=None, download=False, **kw: source) if isinstance(source, DataBundle) \
+        else source
+
+
+def dataset_names() -> tuple[str, ...]:
+    """The built-in data sets and any registered with `register_dataset`."""
+    return DATASETS + tuple(CUSTOM_DATASETS)
+
+
 def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: bool = False,
                  device: torch.device | str | None = None, **kwargs) -> DataBundle:
-    """Load ``"cifar10"`` or ``"tinyimagenet"``; optionally move it to `device` whole."""
+    """Load ``"cifar10"``, ``"tinyimagenet"`` or a registered data set; optionally move it to `device` whole."""
+    if str(name) in CUSTOM_DATASETS:
+        bundle = CUSTOM_DATASETS[str(name)](root, download=download, **kwargs)
+        return bundle.to(device) if device is not None else bundle
     key = str(name).lower().replace("-", "").replace("_", "")
     if key not in DATASETS:
-        check_choice("dataset", name, DATASETS)
+        check_choice("dataset", name, dataset_names())
     loader = load_cifar10 if key == "cifar10" else load_tinyimagenet
     bundle = loader(root, download=download, **kwargs)
     return bundle.to(device) if device is not None else bundle

@@ -11,7 +11,9 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from .errors import check_choice
+from collections.abc import Callable
+
+from .errors import InvalidChoiceError, check_choice
 
 MODELS = ("fastnet", "fastnet_small", "resnet18", "resnet18_cifar", "vgg13", "vgg16")
 
@@ -97,6 +99,25 @@ def _vgg(depth: int, num_classes: int) -> tuple[nn.Module, nn.Linear]:
     return body, head
 
 
+CUSTOM_MODELS: dict[str, Callable[[int], tuple[nn.Module, nn.Linear]]] = {}
+
+
+def register_model(name: str, factory: Callable[[int], tuple[nn.Module, nn.Linear]]) -> None:
+    """Make your own architecture usable by name (`TrainConfig(model=name)`, the recorder, studies).
+
+    ``factory(num_classes)`` returns ``(body, head)``: a module mapping normalised images to features ``(B, D)``, and
+    an ``nn.Linear(D, num_classes)``. The package adds the normalisation in front, so attacks work in pixel space.
+    """
+    if name in MODELS:
+        raise InvalidChoiceError(f"{name!r} is a built-in model; register yours under another name")
+    CUSTOM_MODELS[str(name)] = factory
+
+
+def model_names() -> tuple[str, ...]:
+    """The built-in models and any registered with `register_model`."""
+    return MODELS + tuple(CUSTOM_MODELS)
+
+
 def build_model(name: str, num_classes: int, *, mean: tuple[float, ...] = (0.5, 0.5, 0.5),
                 std: tuple[float, ...] = (0.25, 0.25, 0.25)) -> Classifier:
     """Build a fresh, randomly initialised model (seed with `torch.manual_seed` first for reproducibility).
@@ -107,7 +128,12 @@ def build_model(name: str, num_classes: int, *, mean: tuple[float, ...] = (0.5, 
     num_classes : size of the output layer.
     mean, std : per-channel normalisation applied inside the model (take them from the `DataBundle`).
     """
-    check_choice("model", name, MODELS)
+    check_choice("model", name, model_names())
+    if name in CUSTOM_MODELS:
+        body, head = CUSTOM_MODELS[name](num_classes)
+        if not isinstance(head, nn.Linear) or head.out_features != num_classes:
+            raise InvalidChoiceError(f"model {name!r}: the factory must return (body, nn.Linear(D, {num_classes}))")
+        return Classifier(body, head, mean, std)
     if name in FAST_SPECS:
         widths, stride = FAST_SPECS[name]
         head = nn.Linear(widths[-1], num_classes, bias=False)

@@ -31,7 +31,7 @@ import torch
 
 from .attacks import ATTACKS, AttackConfig, Poisons, craft, poison_indices
 from .budget import budget_lower_bound
-from .config import TrainConfig, TrajectoryConfig
+from .config import TrainConfig, TrajectoryConfig, stable_dict
 from .data import DataBundle
 from .distance import DistanceResult, distance_matrix
 from .errors import InvalidChoiceError, check_choice, check_positive
@@ -121,7 +121,7 @@ class StudyConfig:
     def key(self) -> str:
         """Stable hash of everything but the victim count (more victims extend a study)."""
         data = {k: v for k, v in self.to_dict().items() if k != "victims"}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps(stable_dict(data), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def setup_key(target_class: int, poison_class: int, target_index: int) -> str:

@@ -1,0 +1,266 @@
+"""Benchmark poisondiff_lite against naive baselines, measured in the same process and run.
+
+    python benchmarks/run.py                 # GPU: full CIFAR-10 sizes; CPU: a scaled-down quick mode
+    python benchmarks/run.py --quick         # force the small sizes (a few minutes on 2 CPU cores)
+    python benchmarks/run.py --compile       # also try torch.compile for the training runs
+
+Each line times one job of the tutorial with the package and with a naive baseline doing the same work:
+
+- training: our loop (uint8 data on the device, batched on-device crop + flip, bf16 autocast and channels_last on CUDA)
+  against a plain torchvision `DataLoader` with per-image transforms and an fp32 loop; same model, optimiser, schedule;
+- recording: the recorder's overhead on top of a clean run (evaluating the whole test split after every epoch);
+- EPA/DPS: the vectorised metrics against a per-example Python loop;
+- δ: `distance_matrix` (all pairs in lockstep with torch.func) against the per-target `poisoning_distance` loop;
+- one gradient-matching crafting, and one validation (V victims retrained from scratch).
+
+Results go to stdout as a table and to ``benchmarks/measured/<device>-<date>.json``. Speed-ups are baseline / ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import platform
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2 as T
+from torch.utils.data import DataLoader, Dataset
+
+import poisondiff_lite as pdl
+from poisondiff_lite.attacks import AttackConfig, craft, poison_indices
+from poisondiff_lite.distance import distance_matrix, poisoning_distance
+from poisondiff_lite.metrics import dps, epa
+from poisondiff_lite.train import lr_factor, make_optimizer
+from poisondiff_lite.victims import scratch_victims
+
+HERE = Path(__file__).resolve().parent
+BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}  # dense TFLOP/s
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  helpers
+# -----------------------------------------------------------------------------------------------------------------
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: torch.device):
+    sync(device)
+    start = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - start, out
+
+
+class NaiveCifar(Dataset):
+    """What a first tutorial does: a Dataset over numpy images, torchvision transforms per image."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, cfg: pdl.TrainConfig) -> None:
+        self.images = images.cpu().permute(0, 2, 3, 1).numpy()
+        self.labels = labels.cpu().numpy()
+        steps = [T.ToImage()]
+        if cfg.crop_padding:
+            steps.append(T.RandomCrop(images.shape[-1], padding=cfg.crop_padding))
+        if cfg.flip:
+            steps.append(T.RandomHorizontalFlip())
+        steps.append(T.ToDtype(torch.float32, scale=True))
+        self.transform = T.Compose(steps)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), int(self.labels[i])
+
+
+def naive_train(data: pdl.DataBundle, cfg: pdl.TrainConfig, epochs: int, device: torch.device, seed: int = 0,
+                workers: int = 2) -> float:
+    """fp32, DataLoader with per-image transforms; returns seconds per epoch."""
+    torch.manual_seed(seed)
+    model = pdl.build_model(cfg.model, data.num_classes, mean=data.mean, std=data.std).to(device)
+    loader = DataLoader(NaiveCifar(data.train.images, data.train.labels, cfg), batch_size=cfg.batch_size,
+                        shuffle=True, num_workers=workers, drop_last=False, persistent_workers=workers > 0,
+                        pin_memory=device.type == "cuda")
+    optimizer = make_optimizer(model, cfg)
+    steps = len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps))
+    model.train()
+
+    def run():
+        for _ in range(epochs):
+            for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if len(y) < 2:
+                    continue
+                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+
+    seconds, _ = timed(run, device)
+    return seconds / epochs
+
+
+def flops_per_image(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device) -> float:
+    """Forward + backward FLOPs of one training image (torch.utils.flop_counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand(8, *shape, device=device)
+    model = model.to(device).train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x).sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 8
+
+
+def peak_of(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in BF16_PEAK.items() if k in name), None)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+#  the benchmark
+# -----------------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help='"auto" | "cpu" | "cuda"')
+    parser.add_argument("--quick", action="store_true", help="small sizes (the default on a CPU)")
+    parser.add_argument("--data-dir", default=None, help="dataset folder (else $POISONDIFF_DATA, else data/)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
+    parser.add_argument("--out", default=None, help="JSON file (default benchmarks/measured/<device>-<date>.json)")
+    args = parser.parse_args(argv)
+    device = pdl.get_device(args.device)
+    quick = args.quick or device.type != "cuda"
+    data = pdl.load_dataset("cifar10", args.data_dir).to(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or 'cpu'}, " \
+        f"{torch.get_num_threads()} threads)"
+    print(f"device: {name} | torch {torch.__version__} | data: {len(data.train)} train / {len(data.test)} test | "
+          f"{'quick' if quick else 'full'} sizes", flush=True)
+    rows: list[dict] = []
+
+    def report(job: str, ours: float, baseline: float | None, unit: str = "s", **extra) -> None:
+        row = {"job": job, "ours": ours, "baseline": baseline, "unit": unit,
+               "speedup": (baseline / ours) if baseline and ours else None, **extra}
+        rows.append(row)
+        speed = f"x{row['speedup']:.1f}" if row["speedup"] else "-"
+        base = f"{baseline:10.3f}" if baseline is not None else f"{'-':>10s}"
+        more = "  ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items())
+        print(f"  {job:46s} ours {ours:10.3f} {unit:3s} baseline {base} {unit:3s} {speed:>7s}  {more}", flush=True)
+
+    # 1. clean training, fast network and ResNet-18 ---------------------------------------------------------------
+    fast_cfg = pdl.TrainConfig.quick(epochs=2) if quick else pdl.TrainConfig.fast()
+    resnet_cfg = pdl.TrainConfig.full(epochs=1 if quick else 40)
+    peak = peak_of(device)
+    trained = {}
+    for label, cfg in (("fast network", fast_cfg), ("ResNet-18", resnet_cfg)):
+        seconds, (model, history) = timed(lambda cfg=cfg: pdl.train_fresh(data, cfg, seed=0, device=device,
+                                                                           show_progress=False), device)
+        trained[label] = model
+        per_epoch = seconds / cfg.epochs
+        base_epochs = 1 if quick else min(2, cfg.epochs)
+        baseline = naive_train(data, cfg, base_epochs, device) * cfg.epochs
+        images_per_s = len(data.train) * cfg.epochs / seconds
+        extra = {"epochs": cfg.epochs, "img_per_s": images_per_s,
+                 "test_acc": pdl.accuracy(model, data.test, device=device)}
+        flops = flops_per_image(pdl.build_model(cfg.model, 10), tuple(data.train.images.shape[1:]), device)
+        if peak:
+            extra["bf16_peak_share"] = flops * images_per_s / peak
+        report(f"train {label} ({cfg.epochs} ep, {len(data.train)} img)", seconds, baseline, **extra)
+        if args.compile:
+            compiled_cfg = pdl.TrainConfig(**{**cfg.__dict__, "compile": True})
+            warm, _ = timed(lambda: pdl.train_fresh(data, compiled_cfg, seed=1, device=device, show_progress=False),
+                            device)
+            again, _ = timed(lambda: pdl.train_fresh(data, compiled_cfg, seed=2, device=device, show_progress=False),
+                             device)
+            report(f"  ...torch.compile (2nd run; 1st {warm:.1f} s)", again, seconds, img_per_s=len(data.train) *
+                   cfg.epochs / again)
+        del per_epoch
+
+    # 2. recorder overhead -----------------------------------------------------------------------------------------
+    runs = 2 if quick else 8
+    config = pdl.TrajectoryConfig(dataset="cifar10", train=fast_cfg, runs=runs)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        recorded, traj = timed(lambda: pdl.record_trajectories(config, data=data, device=device, show_progress=False,
+                                                               path=Path(folder) / "t.npz"), device)
+    plain, _ = timed(lambda: [pdl.train_fresh(data, fast_cfg, seed=s, device=device, show_progress=False)
+                              for s in range(runs)], device)
+    report(f"EPA experiment: {runs} runs x {fast_cfg.epochs} ep, recorded", recorded, None,
+           recorder_overhead=recorded / plain - 1, examples=traj.num_examples)
+
+    # 3. EPA and DPS over M x N x E -------------------------------------------------------------------------------
+    m, n, e = (8, 40, 10_000)
+    rng = np.random.default_rng(0)
+    preds = rng.integers(0, 10, size=(m, n, e)).astype(np.int16)
+    labels = rng.integers(0, 10, size=e)
+    ours_s, (ours_epa, (ours_dps, _)) = timed(lambda: (epa(preds, labels), dps(preds, 10)), torch.device("cpu"))
+    subset = e if not quick else 1000
+
+    def naive_metrics():
+        out_epa, out_dps = [], []
+        for i in range(subset):
+            votes = [int(preds[a, b, i]) for a in range(m) for b in range(n)]
+            out_epa.append(sum(v == labels[i] for v in votes) / len(votes))
+            out_dps.append(Counter(votes).most_common(1)[0][1] / len(votes))
+        return out_epa, out_dps
+
+    naive_s, (naive_epa, naive_dps) = timed(naive_metrics, torch.device("cpu"))
+    assert np.allclose(naive_epa, ours_epa[:subset]) and np.allclose(naive_dps, ours_dps[:subset])
+    report(f"EPA + DPS, {m} x {n} x {e} checkpoints", ours_s, naive_s * e / subset)
+
+    # 4. δ for T targets x 9 poison classes ------------------------------------------------------------------------
+    model = trained["fast network"].eval()
+    targets = 10 if quick else 100
+    images, tlabels = data.test.images[:targets], data.test.labels[:targets]
+    ours_s, matrix = timed(lambda: distance_matrix(model, images, tlabels, device=device, show_progress=False), device)
+    loop_targets = 2 if quick else 10
+
+    def per_target():
+        return [[poisoning_distance(model, images[t], c, device=device).step for c in range(10) if c != int(tlabels[t])]
+                for t in range(loop_targets)]
+
+    naive_s, steps = timed(per_target, device)
+    agree = np.mean([abs(a - b) <= 2e-4 or (math.isinf(a) and math.isinf(b)) for t in range(loop_targets)
+                     for a, b in zip(steps[t], [matrix.step[t, c] for c in range(10) if c != int(tlabels[t])])])
+    report(f"δ matrix, {targets} targets x 9 classes", ours_s, naive_s * targets / loop_targets, agreement=agree)
+
+    # 5. one gradient-matching crafting ----------------------------------------------------------------------------
+    attack = AttackConfig.quick("gm", steps=20) if quick else AttackConfig.full("gm")
+    idx = poison_indices(data.train.labels, 1, attack.count(len(data.train)))
+    seconds, poisons = timed(lambda: craft(attack, model, data.test.images[3], 1, data.train.images[idx],
+                                           data.train.labels[idx], idx, device=device), device)
+    report(f"GM crafting, {len(idx)} poisons x {attack.steps} steps x {attack.restarts}", seconds, None,
+           poison_steps_per_s=len(idx) * attack.steps * attack.restarts / seconds)
+
+    # 6. one validation: V victims retrained from scratch --------------------------------------------------------
+    victims = 2 if quick else 8
+    seconds, _ = timed(lambda: list(scratch_victims(data, data.train, fast_cfg, range(victims),
+                                                    data.test.images[3:4], device=device)), device)
+    base_run = next(r["baseline"] for r in rows if r["job"].startswith("train fast"))
+    report(f"validation: {victims} victims x {fast_cfg.epochs} ep (fast net)", seconds, base_run * victims)
+
+    out = Path(args.out) if args.out else HERE / "measured" / \
+        f"{'cuda' if device.type == 'cuda' else 'cpu'}-{dt.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"device": name, "torch": torch.__version__, "date": dt.datetime.now().isoformat(),
+                               "quick": quick, "python": sys.version.split()[0], "rows": rows}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
