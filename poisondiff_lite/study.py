@@ -58,7 +58,8 @@ class StudyConfig:
     poison_class: int = 1  # y_p (the paper: automobile / European fire salamander)
     per_bucket: int = 10  # targets per EPA bucket
     buckets: tuple[str, ...] = BUCKETS  # which EPA buckets to draw from
-    extremes: int = 0  # also this many lowest-δ and highest-δ targets of the class
+    extremes: int = 0  # also this many lowest and highest targets of the class by `extreme_metric`
+    extreme_metric: str = "delta"  # "delta" (the authors' δ experiment) | "tau"
     victims: int = 8  # V: victims retrained per (target, attack)
     victim_seed0: int = 1000  # victim v is initialised from seed victim_seed0 + v
     tau_batches: int = 50  # batches estimating g(D_c; w_p) for τ
@@ -86,6 +87,7 @@ class StudyConfig:
         check_positive("per_bucket", self.per_bucket)
         check_positive("victims", self.victims)
         check_positive("extremes", self.extremes, allow_zero=True)
+        check_choice("extreme metric", self.extreme_metric, ("delta", "tau"))
         check_positive("tau_batches", self.tau_batches)
 
     @property
@@ -274,7 +276,7 @@ def find_studies(results_dir: str | os.PathLike | None = None) -> list[StudyResu
 #  running a study
 # -----------------------------------------------------------------------------------------------------------------
 def _choose_targets(config: StudyConfig, scores: dict[str, np.ndarray], model: torch.nn.Module, split_images,
-                    device: torch.device, show_progress: bool) -> list[dict[str, Any]]:
+                    train_set, device: torch.device, show_progress: bool) -> list[dict[str, Any]]:
     chosen = [t for t in select_targets(scores["epa"], scores["labels"], config.target_class,
                                         per_bucket=config.per_bucket, indices=scores["indices"])
               if t["bucket"] in config.buckets]
@@ -282,10 +284,19 @@ def _choose_targets(config: StudyConfig, scores: dict[str, np.ndarray], model: t
         members = np.flatnonzero(scores["labels"] == config.target_class)
         all_delta = distance_matrix(model, split_images[scores["indices"][members]], scores["labels"][members],
                                     poison_classes=[config.poison_class], device=device, show_progress=show_progress)
-        step = all_delta.step[:, config.poison_class]
-        order = np.argsort(np.where(np.isnan(step), np.inf, step), kind="stable")
+        values = all_delta.step[:, config.poison_class]
+        if config.extreme_metric == "tau":  # one clean-gradient estimate per member: costly, hence optional
+            images = split_images[scores["indices"][members]]
+            values = np.array([budget_lower_bound(model, images[k], config.poison_class, train_set,
+                                                  delta=DistanceResult(float(v), math.nan, math.nan, -1),
+                                                  num_batches=config.tau_batches, batch_size=config.tau_batch_size,
+                                                  device=device).tau
+                               for k, v in enumerate(progress(values, enable=show_progress, desc="τ of candidates"))])
+        order = np.argsort(np.where(np.isnan(values), np.inf, values), kind="stable")
         taken = {t["index"] for t in chosen}
-        for bucket, positions in (("δ-low", order[:config.extremes]), ("δ-high", order[::-1][:config.extremes])):
+        symbol = "δ" if config.extreme_metric == "delta" else "τ"
+        for bucket, positions in ((f"{symbol}-low", order[:config.extremes]),
+                                  (f"{symbol}-high", order[::-1][:config.extremes])):
             for pos in positions:
                 index = int(scores["indices"][members[pos]])
                 if index not in taken:
@@ -362,7 +373,7 @@ def run_study(config: StudyConfig, *, data: DataBundle | None = None, data_dir: 
         targets = _from_json(json.loads(targets_path.read_text())["targets"])
     else:
         scores = trajectory_metrics(traj)
-        chosen = _choose_targets(config, scores, surrogate, split.images, device, show_progress)
+        chosen = _choose_targets(config, scores, surrogate, split.images, data.train, device, show_progress)
         targets = _target_metrics(config, chosen, scores, surrogate, split.images, data.train, device)
         atomic_write_json(targets_path, {"targets": _json_safe(targets), "classes": list(data.classes)})
 

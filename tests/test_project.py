@@ -108,3 +108,26 @@ def test_notebook_errors_show_one_line_naming_the_choices():
     assert len(errors) == 1, "the cell must still fail, so papermill and nbval stop there"
     assert errors[0].ename == "InvalidChoiceError"
     assert len(errors[0].traceback) == 1 and "valid choices: 'fastnet'" in errors[0].traceback[0]
+
+
+@pytest.mark.parametrize("notebook, parameters, message", [
+    ("05", {"TARGET_CLASS": "aeroplane"}, "unknown class name 'aeroplane'; valid choices: 'airplane', 'automobile'"),
+    ("05", {"BUDGET": -0.01}, "budget must be > 0, got -0.01"),
+    ("01", {"MODEL": "resnet99"}, "unknown model 'resnet99'; valid choices: 'fastnet', 'fastnet_small', 'resnet18'"),
+    ("07", {"EXPLORE_DATASET": "mnist"}, "unknown dataset 'mnist'; valid choices: 'cifar10', 'tinyimagenet'"),
+])
+def test_bad_notebook_parameters_stop_with_one_line(notebook, parameters, message, tmp_path):
+    """Run the real notebook with a wrong parameter: it must stop at once, with one line naming the valid choices."""
+    import papermill as pm
+
+    path = next(p for p in NOTEBOOKS if p.name.startswith(notebook))
+    out = tmp_path / path.name
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        pm.execute_notebook(str(path), str(out), parameters={"QUICK": True, "INTERACTIVE": False, **parameters,
+                                                             "RESULTS_DIR": str(tmp_path)},
+                            cwd=str(path.parent), kernel_name="python3", progress_bar=False)
+    assert message in info.value.evalue
+    nb = nbformat.read(out, as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert len(errors) == 1 and len(errors[0].traceback) == 1, "one line, no traceback"
+    assert not list(tmp_path.glob("trajectories/*.npz")), "nothing may be trained before the input is checked"

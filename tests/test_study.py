@@ -181,3 +181,30 @@ def test_toy_bundle_is_unchanged_by_a_study(tmp_path, toy_bundle):
     before = toy_bundle.train.images.clone()
     study.run_study(tiny_config(), data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False)
     assert torch.equal(before, toy_bundle.train.images)
+
+
+@pytest.mark.parametrize("metric", ["delta", "tau"])
+def test_extreme_targets_are_the_smallest_and_largest(tmp_path, toy_bundle, metric):
+    from poisondiff_lite import default_path, load_run_model
+    from poisondiff_lite.budget import budget_matrix
+    from poisondiff_lite.distance import distance_matrix
+
+    config = study.StudyConfig(**{**tiny_config().__dict__, "extremes": 1, "extreme_metric": metric,
+                                  "attacks": (AttackConfig(name="fc", num_poisons=4, steps=1, restarts=1,
+                                                           setting="transfer"),)})
+    results = study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False)
+    model = load_run_model(default_path(config.trajectory, tmp_path))
+    members = torch.nonzero(toy_bundle.test.labels == 0).squeeze(1)
+    images = toy_bundle.test.images[members]
+    values = distance_matrix(model, images, toy_bundle.test.labels[members], poison_classes=[1], device="cpu",
+                             show_progress=False).step[:, 1]
+    if metric == "tau":
+        values = budget_matrix(model, images, np.ones(len(members), dtype=int), toy_bundle.train, values,
+                               num_batches=config.tau_batches, batch_size=config.tau_batch_size, device="cpu")
+    values = np.where(np.isnan(values), np.inf, values)
+    chosen = {t["index"] for t in results.targets}
+    lowest = {int(m) for m, v in zip(members, values) if v == values.min()}  # ties: any of them will do
+    highest = {int(m) for m, v in zip(members, values) if v == values.max()}
+    assert chosen & lowest and chosen & highest
+    with pytest.raises(InvalidChoiceError, match="unknown extreme metric 'eta'"):
+        study.StudyConfig(extreme_metric="eta")
