@@ -34,7 +34,7 @@ from .budget import budget_lower_bound
 from .config import TrainConfig, TrajectoryConfig, stable_dict
 from .data import DataBundle
 from .distance import DistanceResult, distance_matrix
-from .errors import InvalidChoiceError, check_choice, check_positive
+from .errors import InvalidChoiceError, ResultsFileError, check_choice, check_positive
 from .metrics import BUCKETS, select_targets, trajectory_metrics
 from .record import default_path, load_run_model, prepare_data, record_trajectories
 from .stats import auroc, group_summary, pearson, spearman
@@ -251,24 +251,32 @@ def format_table(rows: list[dict[str, Any]], columns: list[str], *, floats: str 
 def load_study(config: StudyConfig, results_dir: str | os.PathLike | None = None) -> StudyResults:
     """Read a study's saved targets and log (however far it got) without running anything."""
     folder = study_dir(config, results_dir)
-    targets_path = folder / "targets.json"
-    if not targets_path.exists():
+    if not (folder / "targets.json").exists():
         raise InvalidChoiceError(f"no study at {folder}. Fix: run it with run_study(config) (notebook 05/06).")
-    saved = json.loads(targets_path.read_text())
-    log = ResultsLog(folder / "results.jsonl", {"study": config.key()})
-    return StudyResults(config, saved["targets"], log.rows, tuple(saved.get("classes", ())), folder)
+    return read_study(folder, config)
+
+
+def read_study(folder: str | os.PathLike, config: StudyConfig | None = None) -> StudyResults:
+    """Read the study saved in `folder` (its config from ``study.json`` unless given), whatever version wrote it."""
+    folder = Path(folder)
+    if config is None:
+        config = StudyConfig.from_dict(json.loads((folder / "study.json").read_text()))
+    saved = json.loads((folder / "targets.json").read_text())
+    log = ResultsLog.read(folder / "results.jsonl")
+    return StudyResults(config, _from_json(saved["targets"]), log.rows, tuple(saved.get("classes", ())), folder)
 
 
 def find_studies(results_dir: str | os.PathLike | None = None) -> list[StudyResults]:
-    """Every study saved under the results folder (for the summary notebook)."""
+    """Every study saved under the results folder (for the summary notebook); unreadable ones are named, not hidden."""
     root = resolve_results_dir(results_dir) / "studies"
     found = []
     for config_path in sorted(root.glob("*/study.json")):
-        config = StudyConfig.from_dict(json.loads(config_path.read_text()))
+        if not (config_path.parent / "targets.json").exists():
+            continue  # started, but interrupted before its targets were chosen: nothing to show yet
         try:
-            found.append(load_study(config, results_dir))
-        except InvalidChoiceError:
-            continue
+            found.append(read_study(config_path.parent))
+        except (OSError, ValueError, TypeError, KeyError, ResultsFileError) as exc:
+            print(f"skipped {config_path.parent}: cannot read it ({type(exc).__name__}: {exc})")
     return found
 
 

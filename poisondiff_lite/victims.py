@@ -200,6 +200,20 @@ class ResultsLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._append({"header": header})
 
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> ResultsLog:
+        """Open an existing log whatever study it belongs to (for reading; a torn last line is still dropped)."""
+        path = Path(path)
+        if not path.exists():
+            raise ResultsFileError(f"no study log at {path}. Fix: run the study (run_study) first.")
+        first = path.open("rb").readline()
+        try:
+            header = json.loads(first)["header"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ResultsFileError(f"{path} is not a poisondiff study log. Fix: pass another results folder, or "
+                                   f"delete the file.") from None
+        return cls(path, header)
+
     def _load(self) -> None:
         raw = self.path.read_bytes()
         lines = raw.split(b"\n")

@@ -208,3 +208,17 @@ def test_extreme_targets_are_the_smallest_and_largest(tmp_path, toy_bundle, metr
     assert chosen & lowest and chosen & highest
     with pytest.raises(InvalidChoiceError, match="unknown extreme metric 'eta'"):
         study.StudyConfig(extreme_metric="eta")
+
+
+def test_saved_studies_are_found_even_when_the_config_format_changes(tmp_path, toy_bundle):
+    config = tiny_config()
+    results = study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False)
+    saved = json.loads((results.path / "study.json").read_text())
+    saved.pop("extreme_metric")  # as written by an older version, whose hash differs
+    (results.path / "study.json").write_text(json.dumps(saved))
+    renamed = results.path.with_name("cifar10-olderversion1")
+    results.path.rename(renamed)
+    found = study.find_studies(tmp_path)
+    assert len(found) == 1 and found[0].path == renamed and len(found[0].rows) == len(results.rows)
+    (renamed / "results.jsonl").write_text("not a log\n")
+    assert study.find_studies(tmp_path) == []  # named as skipped on stdout, never an exception
