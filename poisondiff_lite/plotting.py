@@ -221,7 +221,7 @@ def asr_by_bucket(rows: Sequence[dict], *, ax: plt.Axes | None = None, title: st
     ax.set_xticklabels(buckets)
     ax.set_xlabel("EPA bucket of the target (left: easiest by EPA)")
     ax.set_ylabel("attack success rate")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(-0.04, 1.05)  # room for the markers of a zero ASR
     ax.legend(fontsize=8)
     ax.set_title(title or "ASR by EPA bucket (whiskers: Wilson 95 % interval over all victims)")
     return fig
