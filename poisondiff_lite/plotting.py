@@ -203,7 +203,8 @@ def asr_by_bucket(rows: Sequence[dict], *, ax: plt.Axes | None = None, title: st
     `rows` are `StudyResults.by_bucket()` rows (keys ``label``, ``bucket``, ``mean_asr``, ``pooled_low/high``).
     """
     fig, ax = _axes(ax, figsize=(8, 4))
-    buckets = list(dict.fromkeys(r["bucket"] for r in rows))
+    order = list(BUCKET_COLORS) + ["δ-low", "δ-high", "τ-low", "τ-high"]  # easiest to hardest by EPA, then extremes
+    buckets = sorted(dict.fromkeys(r["bucket"] for r in rows), key=lambda b: order.index(b) if b in order else 99)
     labels = list(dict.fromkeys(r["label"] for r in rows))
     width = 0.8 / max(len(labels), 1)
     for k, label in enumerate(labels):

@@ -171,3 +171,11 @@ def test_tutorial_runs_notebooks_headlessly(monkeypatch, tmp_path):
     assert main(["tutorial", "--only", "05", "07", "--out", str(tmp_path), "--no-progress"]) == 0
     assert [name for name, _ in calls] == ["05_attack_validation_cifar10.ipynb", "07_summary.ipynb"]
     assert all(kw["parameters"] == {"QUICK": True, "INTERACTIVE": False} for _, kw in calls)
+
+
+def test_bucket_axis_runs_from_easiest_to_hardest():
+    rows = [{"label": "GM", "bucket": b, "mean_asr": 0.5, "pooled_low": 0.2, "pooled_high": 0.8}
+            for b in ("highest", "δ-low", "lowest", "p40")]
+    fig = pdl.plotting.asr_by_bucket(rows)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["lowest", "p40", "highest", "δ-low"]
+    matplotlib.pyplot.close(fig)
