@@ -42,10 +42,11 @@ class TargetView:
     poison_class: int = 1  # the class τ is computed toward
     studies: list = field(default_factory=list)  # `StudyResults` whose targets may include these examples
     tau_batches: int = 5  # batches estimating g(D_c; w_p) for τ (small: it runs on every selection)
+    tau_all_classes: bool | None = None  # τ toward every class (None: when there are at most 20 classes)
     device: str | torch.device = "cpu"  # where δ and τ are computed
     _scores: dict | None = None
     _delta: dict = field(default_factory=dict)
-    _tau: dict = field(default_factory=dict)
+    _tau: dict = field(default_factory=dict)  # (position, class) -> τ
 
     def __post_init__(self) -> None:
         if len(self.images) != self.traj.num_examples:
@@ -83,16 +84,29 @@ class TargetView:
             self._delta[pos] = result.step[0]
         return self._delta[pos]
 
-    def tau(self, pos: int) -> float | None:
-        """τ toward `poison_class`, or None without a model and a training set."""
-        if self.model is None or self.train_set is None or int(self.traj.labels[pos]) == self.poison_class:
+    def tau(self, pos: int, poison_class: int | None = None) -> float | None:
+        """τ toward `poison_class` (default: the view's), or None without a model and a training set."""
+        cls = self.poison_class if poison_class is None else int(poison_class)
+        if self.model is None or self.train_set is None or int(self.traj.labels[pos]) == cls:
             return None
-        if pos not in self._tau:
-            step = float(self.delta(pos)[self.poison_class])
-            delta = DistanceResult(step, math.nan, math.nan, -1)
-            self._tau[pos] = budget_lower_bound(self.model, self.images[pos], self.poison_class, self.train_set,
-                                                delta=delta, num_batches=self.tau_batches, device=self.device).tau
-        return self._tau[pos]
+        if (pos, cls) not in self._tau:
+            delta = DistanceResult(float(self.delta(pos)[cls]), math.nan, math.nan, -1)
+            self._tau[(pos, cls)] = budget_lower_bound(self.model, self.images[pos], cls, self.train_set, delta=delta,
+                                                       num_batches=self.tau_batches, device=self.device).tau
+        return self._tau[(pos, cls)]
+
+    def tau_per_class(self, pos: int) -> np.ndarray | None:
+        """τ toward every class (NaN for the own class; only the view's poison class when there are many classes)."""
+        delta = self.delta(pos)
+        if delta is None or self.train_set is None:
+            return None
+        every = self.tau_all_classes if self.tau_all_classes is not None else len(delta) <= 20
+        classes = range(len(delta)) if every else [self.poison_class]
+        out = np.full(len(delta), np.nan)
+        for c in classes:
+            value = self.tau(pos, c)
+            out[c] = np.nan if value is None else value
+        return out
 
     def outcomes(self, pos: int) -> list[dict[str, Any]]:
         """Attack results of saved studies whose target is this example."""
@@ -114,8 +128,8 @@ def target_figure(view: TargetView, index: int | None = None, *, position: int |
     pos = view.position(index) if index is not None else int(position if position is not None else 0)
     traj, scores = view.traj.finished(), view.scores
     label = int(traj.labels[pos])
-    fig = plt.figure(figsize=(13, 6.5))
-    grid = fig.add_gridspec(2, 3, width_ratios=(1, 1.6, 1.6))
+    fig = plt.figure(figsize=(13, 8.5))
+    grid = fig.add_gridspec(3, 3, width_ratios=(1, 1.6, 1.6), height_ratios=(1.3, 1, 1))
 
     ax = fig.add_subplot(grid[0, 0])
     ax.imshow(_to_hwc(view.images[pos]), interpolation="nearest")
@@ -138,27 +152,43 @@ def target_figure(view: TargetView, index: int | None = None, *, position: int |
         ax.legend(fontsize=7, ncol=2)
 
     ax = fig.add_subplot(grid[1, :2])
+    tau_ax = fig.add_subplot(grid[2, :2], sharex=ax)
     delta = view.delta(pos)
     if delta is None:
+        tau_ax.axis("off")
         ax.text(0.5, 0.5, "δ and τ: pass model= (and train_set=) to TargetView", ha="center", va="center")
         ax.axis("off")
     else:
-        shown = np.where(np.isfinite(delta), delta, np.nan)
-        colors = ["#d62728" if c == view.poison_class else "#4c72b0" for c in range(len(delta))]
-        ax.bar(range(len(delta)), np.nan_to_num(shown, nan=0.0), color=colors)
+        xs = np.arange(len(delta))
+        colors = ["#d62728" if c == view.poison_class else "#4c72b0" for c in xs]
+        ax.bar(xs, np.nan_to_num(np.where(np.isfinite(delta), delta, np.nan), nan=0.0), color=colors)
         ax.set_yscale("symlog", linthresh=1e-4)
+        ax.set_ylabel("δ step η*")
         for c in np.flatnonzero(delta == 0):
             ax.text(c, 0, "already\npredicted", ha="center", va="bottom", fontsize=6)
-        ax.set_xticks(range(len(delta)))
-        ax.set_xticklabels([str(c)[:9] for c in view.classes[:len(delta)]], rotation=45, ha="right", fontsize=7)
-        tau = view.tau(pos)
-        tau_text = "" if tau is None else f"; τ toward {str(view.classes[view.poison_class])[:12]}: {tau:.3g}"
-        ax.set_title(f"δ step toward each poison class (red: the study's poison class){tau_text}", fontsize=9)
+        for c in np.flatnonzero(np.isinf(delta)):
+            ax.text(c, 0, "never\nflips", ha="center", va="bottom", fontsize=6)
+        poison = str(view.classes[view.poison_class])[:12]
+        ax.set_title(f"δ toward each class (red: {poison}, the study's poison class)", fontsize=9)
+        ax.tick_params(labelbottom=False)
+        tau = view.tau_per_class(pos)
+        if tau is None:
+            tau_ax.text(0.5, 0.5, "τ: pass train_set= to TargetView", ha="center", va="center")
+            tau_ax.axis("off")
+        else:
+            tau_ax.bar(xs, np.nan_to_num(tau, nan=0.0), color=["#d62728" if c == view.poison_class else "#ff7f0e"
+                                                               for c in xs])
+            tau_ax.set_ylabel("τ (poison ratio)")
+            known = np.isfinite(tau)
+            tau_ax.set_title(f"τ toward {'each class' if known.sum() > 1 else poison}"
+                             f" (0: the bound does not bind)", fontsize=9)
+        tau_ax.set_xticks(xs)
+        tau_ax.set_xticklabels([str(c)[:9] for c in view.classes[:len(delta)]], rotation=45, ha="right", fontsize=7)
         if len(delta) > 30:
-            ax.set_xticks([])
+            tau_ax.set_xticks([])
 
-    ax = fig.add_subplot(grid[1, 2])
-    outcomes = view.outcomes(pos)
+    ax = fig.add_subplot(grid[1:, 2])
+    outcomes = list({r["label"]: r for r in reversed(view.outcomes(pos))}.values())[::-1]  # one row per attack
     if not outcomes:
         ax.text(0.5, 0.5, "no saved study attacked\nthis target", ha="center", va="center")
         ax.axis("off")

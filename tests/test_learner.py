@@ -84,12 +84,21 @@ def test_target_figure_shows_dynamics_delta_and_tau(toy_view):
     fig = widgets.target_figure(toy_view, index)
     assert isinstance(fig, matplotlib.figure.Figure)
     titles = " | ".join(ax.get_title() for ax in fig.axes)
-    assert f"test #{index}" in titles and "EPA" in titles and "τ toward b" in titles
+    assert f"test #{index}" in titles and "EPA" in titles and "τ toward each class" in titles
     pos = toy_view.position(index)
     dynamics = next(ax for ax in fig.axes if "training dynamics" in ax.get_title())
     lines = dynamics.get_lines()
     assert len(lines) == 2 and np.allclose(lines[0].get_ydata(), toy_view.traj.true_prob[0, :, pos].astype(float))
     assert np.isnan(toy_view.delta(pos)[0]) and np.all(toy_view.delta(pos)[1:] >= 0)  # own class skipped
+    tau = toy_view.tau_per_class(pos)
+    assert np.isnan(tau[0]) and np.all(tau[1:] >= 0) and tau[1] == toy_view.tau(pos)
+    from poisondiff_lite.budget import budget_lower_bound
+    from poisondiff_lite.distance import DistanceResult
+    independent = budget_lower_bound(toy_view.model, toy_view.images[pos], 2, toy_view.train_set, num_batches=2,
+                                     delta=DistanceResult(float(toy_view.delta(pos)[2]), 0, 0, -1), device="cpu").tau
+    assert tau[2] == pytest.approx(independent, rel=1e-4, abs=1e-9)
+    bars = next(ax for ax in fig.axes if ax.get_ylabel().startswith("τ")).patches
+    assert np.allclose([b.get_height() for b in bars], np.nan_to_num(tau, nan=0.0))
     matplotlib.pyplot.close(fig)
 
 
