@@ -19,6 +19,7 @@ Results go to stdout as a table and to ``benchmarks/measured/<device>-<date>.jso
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -169,7 +170,6 @@ def main(argv: list[str] | None = None) -> int:
         seconds, (model, history) = timed(lambda cfg=cfg: pdl.train_fresh(data, cfg, seed=0, device=device,
                                                                            show_progress=False), device)
         trained[label] = model
-        per_epoch = seconds / cfg.epochs
         base_epochs = 1 if quick else min(2, cfg.epochs)
         baseline = naive_train(data, cfg, base_epochs, device) * cfg.epochs
         images_per_s = len(data.train) * cfg.epochs / seconds
@@ -180,14 +180,13 @@ def main(argv: list[str] | None = None) -> int:
             extra["bf16_peak_share"] = flops * images_per_s / peak
         report(f"train {label} ({cfg.epochs} ep, {len(data.train)} img)", seconds, baseline, **extra)
         if args.compile:
-            compiled_cfg = pdl.TrainConfig(**{**cfg.__dict__, "compile": True})
+            compiled_cfg = dataclasses.replace(cfg, compile=True)
             warm, _ = timed(lambda: pdl.train_fresh(data, compiled_cfg, seed=1, device=device, show_progress=False),
                             device)
             again, _ = timed(lambda: pdl.train_fresh(data, compiled_cfg, seed=2, device=device, show_progress=False),
                              device)
             report(f"  ...torch.compile (2nd run; 1st {warm:.1f} s)", again, seconds, img_per_s=len(data.train) *
                    cfg.epochs / again)
-        del per_epoch
 
     # 2. recorder overhead -----------------------------------------------------------------------------------------
     runs = 2 if quick else 8

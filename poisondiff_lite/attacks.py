@@ -32,8 +32,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .augment import augment_batch
+from .data import to_unit
 from .errors import InvalidChoiceError, check_choice, check_positive
-from .utils import get_device, progress
+from .utils import atomic_write, get_device, progress
 
 ATTACKS = ("gm", "bp", "fc")
 ATTACK_NAMES = {"gm": "gradient matching", "bp": "Bullseye Polytope", "fc": "feature collision"}
@@ -126,8 +127,6 @@ class Poisons:
         return min(self.restart_losses) if self.restart_losses else math.nan
 
     def save(self, path) -> None:
-        from .utils import atomic_write
-
         state = {"images": self.images.cpu(), "indices": self.indices.cpu(), "losses": self.losses,
                  "restart_losses": self.restart_losses, "attack": self.attack}
         atomic_write(path, lambda f: torch.save(state, f))
@@ -156,11 +155,6 @@ def poison_indices(train_labels: torch.Tensor | np.ndarray, poison_class: int, c
 # -----------------------------------------------------------------------------------------------------------------
 #  the losses
 # -----------------------------------------------------------------------------------------------------------------
-def _as_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    images = images.to(device)
-    return images.float() / 255 if images.dtype == torch.uint8 else images.float()
-
-
 def _augmenter(cfg: AttackConfig) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
     if not cfg.augment:
         return lambda x, gen: x
@@ -309,10 +303,10 @@ def craft(attack: AttackConfig, model: nn.Module, target_image: torch.Tensor, ad
     model = model.to(device)
     was_training = model.training
     model.eval()
-    num_classes = int(model(_as_float(target_image[None], device)).shape[1])
+    num_classes = int(model(to_unit(target_image[None], device)).shape[1])
     check_choice("adversarial class", int(adv_class), range(num_classes))
-    target = _as_float(target_image, device)
-    base = _as_float(base_images, device)
+    target = to_unit(target_image, device)
+    base = to_unit(base_images, device)
     labels = torch.as_tensor(base_labels, device=device).long()
     if attack.name == "gm":
         objective = gradient_matching_objective(model, target, int(adv_class), labels, attack)

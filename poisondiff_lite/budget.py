@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from scipy.special import lambertw
 from torch.func import functional_call
 
-from .data import ImageDataset
+from .data import ImageDataset, to_unit
 from .distance import DistanceResult, as_batch, moved_parameters, poisoning_distance
 from .errors import InvalidChoiceError, check_choice, check_positive
 from .utils import get_device
@@ -85,8 +85,7 @@ def clean_gradient(model: nn.Module, params: dict[str, torch.Tensor], train_set:
     weight = 0
     try:
         for idx in batches:
-            x = images[idx].to(device)
-            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+            x = to_unit(images[idx], device)
             y = labels[idx].to(device)
             loss = F.cross_entropy(functional_call(model, {**leaves, **fixed}, (x,)), y, reduction="sum")
             for k, g in zip(leaves, torch.autograd.grad(loss, list(leaves.values()))):

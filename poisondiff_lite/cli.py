@@ -7,15 +7,18 @@ Errors the user can fix are printed as one line (``error: ...``) with exit code 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
 
 from .errors import PoisonDiffError
-from .utils import project_root
+from .utils import atomic_write_csv, project_root
+
+
+def _class(data, text: str) -> int:
+    """A class given on the command line as an index or a name."""
+    return data.class_index(int(text) if str(text).isdigit() else text)
 
 
 def _tutorial(args: argparse.Namespace) -> int:
@@ -58,23 +61,18 @@ def _epa(args: argparse.Namespace) -> int:
                                show_progress=not args.no_progress, path=args.trajectory)
     scores = trajectory_metrics(traj)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["index", "label", "epa", "soft_epa", "dps", "dominant"])
-        for i in range(len(scores["epa"])):
-            writer.writerow([int(scores["indices"][i]), int(scores["labels"][i]), f"{scores['epa'][i]:.6f}",
-                             f"{scores['soft_epa'][i]:.6f}", f"{scores['dps'][i]:.6f}", int(scores["dominant"][i])])
-    os.replace(tmp, out)
+    rows = [{"index": int(scores["indices"][i]), "label": int(scores["labels"][i]), "epa": f"{scores['epa'][i]:.6f}",
+             "soft_epa": f"{scores['soft_epa'][i]:.6f}", "dps": f"{scores['dps'][i]:.6f}",
+             "dominant": int(scores["dominant"][i])} for i in range(len(scores["epa"]))]
+    atomic_write_csv(out, rows, ["index", "label", "epa", "soft_epa", "dps", "dominant"])
     print(f"wrote {len(scores['epa'])} rows to {out} ({traj.completed} runs x {traj.num_epochs} epochs)")
     return 0
 
 
 def _metrics(args: argparse.Namespace) -> int:
     from .config import TrajectoryConfig
-    from .data import load_dataset
     from .metrics_table import target_metrics_csv
+    from .record import prepare_data
 
     preset = TrajectoryConfig.full if args.full else TrajectoryConfig.quick
     config = preset(args.dataset)
@@ -82,13 +80,11 @@ def _metrics(args: argparse.Namespace) -> int:
     if args.epochs:
         overrides["train"] = dataclasses.replace(config.train, epochs=args.epochs)
     config = dataclasses.replace(config, **overrides)
-    data = load_dataset(config.dataset, args.data_dir, download=args.download)
-    if config.classes is not None:
-        data = data.select_classes(list(config.classes))
+    data = prepare_data(config, data_dir=args.data_dir, download=args.download)
     poison = None
     if args.poison_class and args.poison_class != ["all"]:
-        poison = [data.class_index(int(c) if c.isdigit() else c) for c in args.poison_class]
-    target = int(args.target_class) if str(args.target_class).isdigit() else args.target_class
+        poison = [_class(data, c) for c in args.poison_class]
+    target = _class(data, args.target_class)
     rows = target_metrics_csv(config, args.out, target_class=target, per_bucket=args.per_bucket,
                               indices=args.indices, poison_classes=poison, last_layer_only=args.last_layer,
                               tau_batches=args.tau_batches, tau_batch_size=args.tau_batch_size, variant=args.variant,
@@ -99,8 +95,8 @@ def _metrics(args: argparse.Namespace) -> int:
 
 def _study(args: argparse.Namespace) -> int:
     from .attacks import AttackConfig
-    from .data import load_dataset
     from .errors import check_positive
+    from .record import prepare_data
     from .study import StudyConfig, format_table, run_study
 
     preset = "full" if args.full else "quick"
@@ -113,11 +109,8 @@ def _study(args: argparse.Namespace) -> int:
     if args.transfer:
         attacks = tuple(dataclasses.replace(a, setting="transfer") for a in attacks)
     config = getattr(StudyConfig, preset)(args.dataset)
-    data = load_dataset(config.trajectory.dataset, args.data_dir, download=args.download)
-    if config.trajectory.classes is not None:
-        data = data.select_classes(list(config.trajectory.classes))
-    target = data.class_index(int(args.target_class) if args.target_class.isdigit() else args.target_class)
-    poison = data.class_index(int(args.poison_class) if args.poison_class.isdigit() else args.poison_class)
+    data = prepare_data(config.trajectory, data_dir=args.data_dir, download=args.download)
+    target, poison = _class(data, args.target_class), _class(data, args.poison_class)
     extra = {k: v for k, v in (("victims", args.victims), ("per_bucket", args.per_bucket),
                                ("extremes", args.extremes)) if v is not None}
     config = dataclasses.replace(config, attacks=attacks, target_class=target, poison_class=poison, **extra)
@@ -127,18 +120,22 @@ def _study(args: argparse.Namespace) -> int:
     columns = ["label", "bucket", "index", "epa", "dps", "delta_step", "delta_param", "tau", "victims", "asr",
                "asr_low", "asr_high", "clean_accuracy"]
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out)
+    atomic_write_csv(out, rows, columns, ignore_extra=True)
     print(format_table(result.by_bucket(), ["label", "bucket", "targets", "mean_asr", "std_asr", "pooled_low",
                                             "pooled_high", "clean_accuracy"]))
     print(format_table(result.correlations(), ["label", "metric_label", "n", "pearson", "spearman", "auroc"]))
     print(f"{out}: {len(rows)} rows (target x attack); the study's log and poisons are in {result.path}")
     return 0
+
+
+def _data_options(parser: argparse.ArgumentParser, full_help: str) -> None:
+    """The options every experiment command shares: which data, which mode, which device, progress bars."""
+    parser.add_argument("--dataset", default="cifar10", help='"cifar10" | "tinyimagenet" (or a registered name)')
+    parser.add_argument("--full", action="store_true", help=full_help)
+    parser.add_argument("--data-dir", default=None, help="dataset folder (else $POISONDIFF_DATA, else data/)")
+    parser.add_argument("--download", action="store_true", help="download the dataset when missing")
+    parser.add_argument("--device", default="auto", help='"auto" | "cpu" | "cuda"')
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,20 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     tut.set_defaults(func=_tutorial)
 
     epa = sub.add_parser("epa", help="record clean trajectories and write EPA, soft EPA and DPS to a CSV")
-    epa.add_argument("--dataset", default="cifar10", help='"cifar10" | "tinyimagenet"')
-    epa.add_argument("--full", action="store_true", help="paper settings (M=8, 40 epochs, ResNet-18/VGG-16)")
+    _data_options(epa, "paper settings (M=8, 40 epochs, ResNet-18/VGG-16)")
     epa.add_argument("--runs", type=int, default=None, help="override M, the number of clean runs")
-    epa.add_argument("--data-dir", default=None, help="dataset folder (else $POISONDIFF_DATA, else data/)")
-    epa.add_argument("--download", action="store_true", help="download the dataset when missing")
-    epa.add_argument("--device", default="auto", help='"auto" | "cpu" | "cuda"')
     epa.add_argument("--trajectory", default=None, help="trajectory .npz path (default: under results/)")
     epa.add_argument("--out", default="results/epa.csv", help="CSV to write")
-    epa.add_argument("--no-progress", action="store_true", help="no progress bars")
     epa.set_defaults(func=_epa)
 
     met = sub.add_parser("metrics", help="EPA, DPS, δ and τ of chosen targets to a CSV (resumable)")
-    met.add_argument("--dataset", default="cifar10", help='"cifar10" | "tinyimagenet"')
-    met.add_argument("--full", action="store_true", help="paper settings (M=8, 40 epochs, ResNet-18/VGG-16)")
+    _data_options(met, "paper settings (M=8, 40 epochs, ResNet-18/VGG-16)")
     met.add_argument("--runs", type=int, default=None, help="override M, the number of clean runs")
     met.add_argument("--epochs", type=int, default=None, help="override the epochs of each clean run")
     met.add_argument("--seed", type=int, default=None, help="seed of the first clean run")
@@ -181,16 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--tau-batches", type=int, default=50, help="batches estimating g(D_c; w_p)")
     met.add_argument("--tau-batch-size", type=int, default=256, help="their size")
     met.add_argument("--variant", default="derived", help='Lambert-W argument: "derived" (C-1)/e or "authors" C-1/e')
-    met.add_argument("--data-dir", default=None, help="dataset folder (else $POISONDIFF_DATA, else data/)")
-    met.add_argument("--download", action="store_true", help="download the dataset when missing")
-    met.add_argument("--device", default="auto", help='"auto" | "cpu" | "cuda"')
     met.add_argument("--out", default="results/metrics.csv", help="CSV to write (rows already there are kept)")
-    met.add_argument("--no-progress", action="store_true", help="no progress bars")
     met.set_defaults(func=_metrics)
 
     sty = sub.add_parser("study", help="craft poisons, retrain victims, and relate ASR to EPA, δ and τ (resumable)")
-    sty.add_argument("--dataset", default="cifar10", help='"cifar10" | "tinyimagenet"')
-    sty.add_argument("--full", action="store_true", help="the paper's protocol (needs a GPU); default is quick mode")
+    _data_options(sty, "the paper's protocol (needs a GPU); default is quick mode")
     sty.add_argument("--attacks", nargs="+", default=["gm"], help='attacks to run: "gm", "bp", "fc"')
     sty.add_argument("--transfer", action="store_true", help="victims train a linear head on frozen features")
     sty.add_argument("--budget", type=float, default=None, help="poisons as a fraction of the training set")
@@ -203,12 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     sty.add_argument("--per-bucket", type=int, default=None, help="targets per EPA bucket")
     sty.add_argument("--extremes", type=int, default=None, help="also this many lowest- and highest-δ targets")
     sty.add_argument("--victims", type=int, default=None, help="victims retrained per (target, attack)")
-    sty.add_argument("--data-dir", default=None, help="dataset folder (else $POISONDIFF_DATA, else data/)")
-    sty.add_argument("--download", action="store_true", help="download the dataset when missing")
     sty.add_argument("--results-dir", default=None, help="results folder (else $POISONDIFF_RESULTS, else results/)")
-    sty.add_argument("--device", default="auto", help='"auto" | "cpu" | "cuda"')
     sty.add_argument("--out", default="results/study.csv", help="per-target CSV to write")
-    sty.add_argument("--no-progress", action="store_true", help="no progress bars")
     sty.set_defaults(func=_study)
     return parser
 

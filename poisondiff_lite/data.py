@@ -59,6 +59,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def to_unit(images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """Images as float on `device`: uint8 is divided by 255 into [0, 1], anything else is taken as already in model
+    units (the 2-D toy points, perturbed images)."""
+    x = images if device is None else images.to(device)
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
 # -----------------------------------------------------------------------------------------------------------------
 #  containers
 # -----------------------------------------------------------------------------------------------------------------

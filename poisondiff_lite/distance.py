@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
+from .data import to_unit
 from .errors import InvalidChoiceError, check_positive
 from .utils import get_device, progress
 
@@ -51,9 +52,7 @@ def moved_parameters(model: nn.Module, last_layer_only: bool = False) -> dict[st
 
 def as_batch(example: torch.Tensor, device: torch.device) -> torch.Tensor:
     """One example (a uint8 ``(3, H, W)`` image, or any float tensor in model units) as a float batch of one."""
-    x = example.to(device)
-    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-    return x.unsqueeze(0)
+    return to_unit(example, device).unsqueeze(0)
 
 
 def _check_search(alpha: float, m_init: float, max_doublings: int) -> None:
@@ -226,8 +225,7 @@ def distance_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     model.to(device)
     was_training = model.training
     model.eval()
-    xs = images.to(device)
-    xs = xs.float() / 255.0 if xs.dtype == torch.uint8 else xs.float()
+    xs = to_unit(images, device)
     labels_np = np.asarray(torch.as_tensor(labels).cpu())
     if len(labels_np) != len(xs):
         raise InvalidChoiceError(f"got {len(xs)} images but {len(labels_np)} labels")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
 from pathlib import Path
@@ -18,7 +17,7 @@ from .distance import DistanceResult, distance_matrix
 from .errors import ResultsFileError
 from .metrics import select_targets, trajectory_metrics
 from .record import default_path, load_run_model, prepare_data, record_trajectories
-from .utils import atomic_write, get_device, progress
+from .utils import atomic_write_csv, get_device, progress
 
 COLUMNS = ("dataset", "index", "label", "bucket", "epa", "soft_epa", "dps", "dominant", "poison_class", "delta_step",
            "grad_norm", "delta_param", "tau", "tau_inner")
@@ -38,11 +37,7 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=False)
+    atomic_write_csv(path, rows, COLUMNS)
 
 
 def _fmt(value: float) -> str:

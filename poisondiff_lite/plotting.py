@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from .metrics import BUCKETS
+
 BUCKET_COLORS = {"lowest": "#d62728", "p20": "#ff7f0e", "p40": "#bcbd22", "p60": "#2ca02c", "p80": "#17becf",
                  "highest": "#1f77b4"}
 
@@ -203,7 +205,7 @@ def asr_by_bucket(rows: Sequence[dict], *, ax: plt.Axes | None = None, title: st
     `rows` are `StudyResults.by_bucket()` rows (keys ``label``, ``bucket``, ``mean_asr``, ``pooled_low/high``).
     """
     fig, ax = _axes(ax, figsize=(8, 4))
-    order = list(BUCKET_COLORS) + ["δ-low", "δ-high", "τ-low", "τ-high"]  # easiest to hardest by EPA, then extremes
+    order = list(BUCKETS) + ["δ-low", "δ-high", "τ-low", "τ-high"]  # easiest to hardest by EPA, then extremes
     buckets = sorted(dict.fromkeys(r["bucket"] for r in rows), key=lambda b: order.index(b) if b in order else 99)
     labels = list(dict.fromkeys(r["label"] for r in rows))
     width = 0.8 / max(len(labels), 1)

@@ -189,7 +189,7 @@ class StudyResults:
                     continue
                 low, high = asr_interval(int(wins.sum()), len(wins))
                 out.append({**t, "attack": ident, "label": self.label(ident), "victims": len(wins),
-                            "asr": float(wins.mean()), "asr_low": low, "asr_high": high,
+                            "successes": int(wins.sum()), "asr": float(wins.mean()), "asr_low": low, "asr_high": high,
                             "clean_accuracy": float(np.mean(accuracy[(t["key"], ident)]))})
         return out
 
@@ -203,7 +203,7 @@ class StudyResults:
                 if not group:
                     continue
                 summary = group_summary([r["asr"] for r in group])
-                wins = sum(round(r["asr"] * r["victims"]) for r in group)
+                wins = sum(r["successes"] for r in group)
                 trials = sum(r["victims"] for r in group)
                 low, high = asr_interval(wins, trials)
                 out.append({"attack": ident, "label": self.label(ident), "bucket": bucket, "targets": summary["n"],
@@ -284,10 +284,13 @@ def find_studies(results_dir: str | os.PathLike | None = None) -> list[StudyResu
 #  running a study
 # -----------------------------------------------------------------------------------------------------------------
 def _choose_targets(config: StudyConfig, scores: dict[str, np.ndarray], model: torch.nn.Module, split_images,
-                    train_set, device: torch.device, show_progress: bool) -> list[dict[str, Any]]:
+                    train_set, device: torch.device, show_progress: bool
+                    ) -> tuple[list[dict[str, Any]], dict[int, float]]:
+    """The targets, and the τ already computed while choosing them (by test index), so it is not computed twice."""
     chosen = [t for t in select_targets(scores["epa"], scores["labels"], config.target_class,
                                         per_bucket=config.per_bucket, indices=scores["indices"])
               if t["bucket"] in config.buckets]
+    known_tau: dict[int, float] = {}
     if config.extremes:
         members = np.flatnonzero(scores["labels"] == config.target_class)
         all_delta = distance_matrix(model, split_images[scores["indices"][members]], scores["labels"][members],
@@ -300,6 +303,7 @@ def _choose_targets(config: StudyConfig, scores: dict[str, np.ndarray], model: t
                                                   num_batches=config.tau_batches, batch_size=config.tau_batch_size,
                                                   device=device).tau
                                for k, v in enumerate(progress(values, enable=show_progress, desc="τ of candidates"))])
+            known_tau = {int(scores["indices"][m]): float(v) for m, v in zip(members, values)}
         order = np.argsort(np.where(np.isnan(values), np.inf, values), kind="stable")
         taken = {t["index"] for t in chosen}
         symbol = "δ" if config.extreme_metric == "delta" else "τ"
@@ -310,11 +314,12 @@ def _choose_targets(config: StudyConfig, scores: dict[str, np.ndarray], model: t
                 if index not in taken:
                     chosen.append({"bucket": bucket, "index": index, "epa": float(scores["epa"][members[pos]])})
                     taken.add(index)
-    return chosen
+    return chosen, known_tau
 
 
 def _target_metrics(config: StudyConfig, chosen: list[dict[str, Any]], scores: dict[str, np.ndarray], model,
-                    split_images, train_set, device: torch.device) -> list[dict[str, Any]]:
+                    split_images, train_set, device: torch.device,
+                    known_tau: dict[int, float]) -> list[dict[str, Any]]:
     position = {int(i): k for k, i in enumerate(scores["indices"])}
     rows = [position[t["index"]] for t in chosen]
     images = split_images[[t["index"] for t in chosen]]
@@ -326,8 +331,10 @@ def _target_metrics(config: StudyConfig, chosen: list[dict[str, Any]], scores: d
         p = config.poison_class
         result = DistanceResult(float(delta.step[j, p]), float(delta.grad_norm[j, p]), float(delta.distance[j, p]),
                                 int(delta.pred_before[j]))
-        tau = budget_lower_bound(model, images[j], p, train_set, delta=result, num_batches=config.tau_batches,
-                                 batch_size=config.tau_batch_size, device=device).tau
+        tau = known_tau.get(t["index"])
+        if tau is None:
+            tau = budget_lower_bound(model, images[j], p, train_set, delta=result, num_batches=config.tau_batches,
+                                     batch_size=config.tau_batch_size, device=device).tau
         out.append({"key": setup_key(config.target_class, p, t["index"]), "index": t["index"], "bucket": t["bucket"],
                     "label": int(labels[j]), "epa": float(scores["epa"][k]), "soft_epa": float(scores["soft_epa"][k]),
                     "dps": float(scores["dps"][k]), "dominant": int(scores["dominant"][k]),
@@ -381,8 +388,8 @@ def run_study(config: StudyConfig, *, data: DataBundle | None = None, data_dir: 
         targets = _from_json(json.loads(targets_path.read_text())["targets"])
     else:
         scores = trajectory_metrics(traj)
-        chosen = _choose_targets(config, scores, surrogate, split.images, data.train, device, show_progress)
-        targets = _target_metrics(config, chosen, scores, surrogate, split.images, data.train, device)
+        chosen, known_tau = _choose_targets(config, scores, surrogate, split.images, data.train, device, show_progress)
+        targets = _target_metrics(config, chosen, scores, surrogate, split.images, data.train, device, known_tau)
         atomic_write_json(targets_path, {"targets": _json_safe(targets), "classes": list(data.classes)})
 
     log = ResultsLog(folder / "results.jsonl", {"study": config.key(), "config": config.to_dict()})
@@ -413,9 +420,9 @@ def run_study(config: StudyConfig, *, data: DataBundle | None = None, data_dir: 
         target_rows = target_images if setting == "scratch" else features["targets"]
         results = victims_for(setting, data.train, todo, features and features["train"], target_rows)
         log_outcomes(log, results, data.test.labels,
-                     lambda seed, tl, vl, ident=ident, setting=setting: [
-                         outcome_row(t["key"], ident, seed, tl[j], vl, data.test.labels, adv, true, name="none",
-                                     setting=setting) for j, t in enumerate(targets)
+                     lambda seed, tl, accuracy, ident=ident, setting=setting: [
+                         outcome_row(t["key"], ident, seed, tl[j], accuracy, adv, true, name="none", setting=setting)
+                         for j, t in enumerate(targets)
                          if (t["key"], ident, seed) not in done],
                      show_progress=show_progress, total=len(todo), desc=f"clean victims ({setting})")
 
@@ -437,8 +444,8 @@ def run_study(config: StudyConfig, *, data: DataBundle | None = None, data_dir: 
             rows[poisons.indices] = extract_features(surrogate, poisons.images, device=device)
             results = victims_for("transfer", poisoned, todo, rows, features["targets"][j:j + 1])
         log_outcomes(log, results, data.test.labels,
-                     lambda seed, tl, vl, target=target, ident=ident, attack=attack: [
-                         outcome_row(target["key"], ident, seed, tl[0], vl, data.test.labels, adv, true,
+                     lambda seed, tl, accuracy, target=target, ident=ident, attack=attack: [
+                         outcome_row(target["key"], ident, seed, tl[0], accuracy, adv, true,
                                      name=attack.name, setting=attack.setting,
                                      crafting_loss=round(poisons.final_loss, 6))],
                      show_progress=show_progress, total=len(todo), desc=f"{attack.label} victims #{target['index']}")

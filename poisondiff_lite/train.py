@@ -60,12 +60,6 @@ def _prepare(images: torch.Tensor, device: torch.device, cfg: TrainConfig) -> to
     return x
 
 
-def compiled(model: nn.Module) -> nn.Module:
-    """``torch.compile(model)``. Fresh models of one architecture reuse the compiled code (parameters are graph
-    inputs), so M runs or V victims pay the compilation once per process."""
-    return torch.compile(model)
-
-
 def train_model(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, *, seed: int = 0,
                 device: torch.device | str = "auto", on_epoch_end: EpochCallback | None = None,
                 show_progress: bool = True, desc: str = "training") -> History:
@@ -88,7 +82,9 @@ def train_model(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, *, 
     if device.type == "cuda" and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     train_set = train_set.to(device)
-    forward = compiled(model) if cfg.compile else model
+    # fresh models of one architecture reuse the compiled code (parameters are graph inputs): M runs or V victims
+    # pay the compilation once per process
+    forward = torch.compile(model) if cfg.compile else model
     n = len(train_set)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     optimizer = make_optimizer(model, cfg)

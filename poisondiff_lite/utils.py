@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import random
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,6 +110,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binar
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: Sequence[str], *,
+                     ignore_extra: bool = False) -> Path:
+    """Atomically write `rows` as a CSV with a header; keys outside `fieldnames` are an error unless `ignore_extra`."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), extrasaction="ignore" if ignore_extra else "raise")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=False)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

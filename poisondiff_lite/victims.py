@@ -61,20 +61,6 @@ class HeadConfig:
         return dataclasses.replace(cls(epochs=15), **overrides)
 
 
-@dataclass(frozen=True)
-class VictimOutcome:
-    """What one victim does on the target, and how good it is otherwise."""
-
-    pred: int  # the victim's prediction on the target
-    p_adv: float  # its softmax probability of the adversarial class
-    p_true: float  # and of the target's true class
-    clean_accuracy: float  # accuracy on the clean test set
-    seconds: float  # wall time to train and evaluate it
-
-    def success(self, adv_class: int) -> bool:
-        return self.pred == adv_class
-
-
 def insert_poisons(train_set: ImageDataset, poisons: Poisons | None) -> ImageDataset:
     """A copy of `train_set` with the poisoned images in place of the clean ones (labels unchanged: clean-label)."""
     if poisons is None:
@@ -101,13 +87,6 @@ def asr_interval(successes: int, trials: int, level: float = 0.95) -> tuple[floa
 # -----------------------------------------------------------------------------------------------------------------
 #  victims trained from scratch
 # -----------------------------------------------------------------------------------------------------------------
-def _outcome(target_logits: torch.Tensor, test_logits: torch.Tensor, test_labels: torch.Tensor, adv_class: int,
-             true_class: int, seconds: float) -> VictimOutcome:
-    prob = torch.softmax(target_logits.float(), -1)
-    acc = float((test_logits.argmax(1).cpu() == test_labels.cpu()).float().mean())
-    return VictimOutcome(int(prob.argmax()), float(prob[adv_class]), float(prob[true_class]), acc, seconds)
-
-
 def scratch_victims(data: DataBundle, train_set: ImageDataset, cfg: TrainConfig, seeds: Iterable[int],
                     targets: torch.Tensor, *, device: torch.device | str = "auto", show_progress: bool = False,
                     desc: str = "victims") -> Iterable[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -253,26 +232,31 @@ class ResultsLog:
 
 
 def log_outcomes(log: ResultsLog, results: Iterable[tuple[int, torch.Tensor, torch.Tensor]], test_labels: torch.Tensor,
-                 rows: Callable[[int, torch.Tensor, torch.Tensor], list[dict[str, Any]]], *, show_progress: bool,
+                 rows: Callable[[int, torch.Tensor, float], list[dict[str, Any]]], *, show_progress: bool,
                  total: int, desc: str) -> None:
-    """Drain a victim generator, appending the rows each victim produces as soon as it is done."""
+    """Drain a victim generator, appending the rows each victim produces as soon as it is done.
+
+    ``rows(seed, target_logits, clean_accuracy)`` builds them; the clean test accuracy is computed once per victim.
+    """
     start = time.perf_counter()
     for seed, target_logits, test_logits in progress(results, enable=show_progress, total=total, desc=desc,
                                                      unit="victim", leave=False):
         seconds = time.perf_counter() - start
-        for row in rows(seed, target_logits, test_logits):
+        accuracy = float((test_logits.argmax(1).cpu() == test_labels.cpu()).float().mean())
+        for row in rows(seed, target_logits, accuracy):
             row.setdefault("seconds", round(seconds, 3))
             log.append(row)
         start = time.perf_counter()
 
 
-def outcome_row(key: str, attack: str, seed: int, target_logits: torch.Tensor, test_logits: torch.Tensor,
-                test_labels: torch.Tensor, adv_class: int, true_class: int, **extra: Any) -> dict[str, Any]:
-    """The log row of one victim on one target."""
-    out = _outcome(target_logits, test_logits, test_labels, adv_class, true_class, 0.0)
-    return {"key": key, "attack": attack, "victim": int(seed), "pred": out.pred, "success": out.success(adv_class),
-            "p_adv": round(out.p_adv, 6), "p_true": round(out.p_true, 6),
-            "clean_accuracy": round(out.clean_accuracy, 6), **extra}
+def outcome_row(key: str, attack: str, seed: int, target_logits: torch.Tensor, clean_accuracy: float,
+                adv_class: int, true_class: int, **extra: Any) -> dict[str, Any]:
+    """The log row of one victim on one target: its prediction, the two probabilities, its clean accuracy."""
+    prob = torch.softmax(target_logits.float(), -1)
+    pred = int(prob.argmax())
+    return {"key": key, "attack": attack, "victim": int(seed), "pred": pred, "success": pred == adv_class,
+            "p_adv": round(float(prob[adv_class]), 6), "p_true": round(float(prob[true_class]), 6),
+            "clean_accuracy": round(clean_accuracy, 6), **extra}
 
 
 def victim_seeds(seed0: int, count: int) -> list[int]:

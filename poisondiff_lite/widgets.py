@@ -23,7 +23,6 @@ from .errors import InvalidChoiceError
 from .metrics import trajectory_metrics
 from .plotting import _to_hwc
 from .record import Trajectory
-from .victims import asr_interval
 
 
 @dataclass
@@ -265,4 +264,4 @@ def target_table(view: TargetView, positions: Sequence[int]) -> list[dict[str, A
     return rows
 
 
-__all__ = ["TargetView", "asr_interval", "explorer", "target_figure", "target_table"]
+__all__ = ["TargetView", "explorer", "target_figure", "target_table"]
