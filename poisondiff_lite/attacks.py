@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from .augment import augment_batch
 from .data import to_unit
 from .errors import InvalidChoiceError, check_choice, check_positive
-from .utils import atomic_write, get_device, progress
+from .utils import atomic_write, eval_mode, get_device, progress
 
 ATTACKS = ("gm", "bp", "fc")
 ATTACK_NAMES = {"gm": "gradient matching", "bp": "Bullseye Polytope", "fc": "feature collision"}
@@ -301,24 +301,20 @@ def craft(attack: AttackConfig, model: nn.Module, target_image: torch.Tensor, ad
     if len(base_labels) != len(base_images):
         raise InvalidChoiceError(f"{len(base_images)} base images but {len(base_labels)} labels")
     model = model.to(device)
-    was_training = model.training
-    model.eval()
-    num_classes = int(model(to_unit(target_image[None], device)).shape[1])
-    check_choice("adversarial class", int(adv_class), range(num_classes))
-    target = to_unit(target_image, device)
-    base = to_unit(base_images, device)
-    labels = torch.as_tensor(base_labels, device=device).long()
-    if attack.name == "gm":
-        objective = gradient_matching_objective(model, target, int(adv_class), labels, attack)
-    elif attack.name == "bp":
-        objective = bullseye_objective(model, target, attack)
-    else:
-        objective = collision_objective(model, target, attack)
-    try:
-        delta, losses, restart_losses = signed_adam(objective, base, attack, seed=seed, show_progress=show_progress,
-                                                    desc=f"crafting {attack.label}")
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        num_classes = int(model(to_unit(target_image[None], device)).shape[1])
+        check_choice("adversarial class", int(adv_class), range(num_classes))
+        target = to_unit(target_image, device)
+        base = to_unit(base_images, device)
+        labels = torch.as_tensor(base_labels, device=device).long()
+        if attack.name == "gm":
+            objective = gradient_matching_objective(model, target, int(adv_class), labels, attack)
+        elif attack.name == "bp":
+            objective = bullseye_objective(model, target, attack)
+        else:
+            objective = collision_objective(model, target, attack)
+        delta, losses, restart_losses = signed_adam(objective, base, attack, seed=seed,
+                                                    show_progress=show_progress, desc=f"crafting {attack.label}")
     images = quantise(base, delta, attack.eps).cpu()
     indices = torch.arange(len(base)) if base_indices is None else torch.as_tensor(base_indices).long().cpu()
     perturbation = images.float() / 255 - (base.cpu() * 255).round() / 255

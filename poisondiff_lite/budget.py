@@ -26,7 +26,7 @@ from torch.func import functional_call
 from .data import ImageDataset, to_unit
 from .distance import DistanceResult, as_batch, moved_parameters, poisoning_distance
 from .errors import InvalidChoiceError, check_choice, check_positive
-from .utils import get_device
+from .utils import eval_mode, get_device
 
 VARIANTS = ("derived", "authors")
 TensorPair = tuple[torch.Tensor, torch.Tensor]
@@ -76,14 +76,12 @@ def clean_gradient(model: nn.Module, params: dict[str, torch.Tensor], train_set:
         check_positive("num_batches", num_batches)
         generator = torch.Generator().manual_seed(seed)
         batches = [torch.randperm(n, generator=generator)[:batch_size] for _ in range(num_batches)]
-    was_training = model.training
-    model.eval()
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
     fixed = {k: p.detach() for k, p in model.named_parameters() if k not in leaves}
     fixed.update(dict(model.named_buffers()))
     total = {k: torch.zeros_like(v) for k, v in leaves.items()}
     weight = 0
-    try:
+    with eval_mode(model):
         for idx in batches:
             x = to_unit(images[idx], device)
             y = labels[idx].to(device)
@@ -91,8 +89,6 @@ def clean_gradient(model: nn.Module, params: dict[str, torch.Tensor], train_set:
             for k, g in zip(leaves, torch.autograd.grad(loss, list(leaves.values()))):
                 total[k] += g
             weight += len(idx)
-    finally:
-        model.train(was_training)
     return {k: v / weight for k, v in total.items()}
 
 
@@ -114,13 +110,9 @@ def budget_lower_bound(model: nn.Module, image: torch.Tensor, poison_class: int,
     """
     check_choice("variant", variant, VARIANTS)
     device = get_device(device)
-    was_training = model.training
-    try:
-        model.to(device).eval()
+    with eval_mode(model.to(device)):
         return _budget(model, image, poison_class, train_set, delta, last_layer_only, num_batches, batch_size, seed,
                        variant, device, distance_kwargs)
-    finally:
-        model.train(was_training)
 
 
 def _budget(model, image, poison_class, train_set, delta, last_layer_only, num_batches, batch_size, seed, variant,

@@ -27,7 +27,7 @@ from torch.func import functional_call, grad, vmap
 
 from .data import to_unit
 from .errors import InvalidChoiceError, check_positive
-from .utils import get_device, progress
+from .utils import eval_mode, get_device, progress
 
 
 @dataclass(frozen=True)
@@ -80,50 +80,48 @@ def poisoning_distance(model: nn.Module, image: torch.Tensor, poison_class: int,
     _check_search(alpha, m_init, max_doublings)
     device = get_device(device)
     model.to(device)
-    was_training = model.training
-    model.eval()
-    params = moved_parameters(model, last_layer_only)
-    x = as_batch(image, device)
-    num_classes = model(x).shape[1]
-    if not 0 <= poison_class < num_classes:
-        raise InvalidChoiceError(f"poison_class must be in [0, {num_classes}), got {poison_class}")
-    saved = {k: p.detach().clone() for k, p in params.items()}
-    try:
-        loss = F.cross_entropy(model(x), torch.tensor([poison_class], device=device))
-        grads = torch.autograd.grad(loss, list(params.values()))
-        grad_norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
+    with eval_mode(model):
+        params = moved_parameters(model, last_layer_only)
+        x = as_batch(image, device)
+        num_classes = model(x).shape[1]
+        if not 0 <= poison_class < num_classes:
+            raise InvalidChoiceError(f"poison_class must be in [0, {num_classes}), got {poison_class}")
+        saved = {k: p.detach().clone() for k, p in params.items()}
+        try:
+            loss = F.cross_entropy(model(x), torch.tensor([poison_class], device=device))
+            grads = torch.autograd.grad(loss, list(params.values()))
+            grad_norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
 
-        @torch.no_grad()
-        def predicts_poison(eta: float) -> bool:
-            for (name, p), g in zip(params.items(), grads):
-                p.copy_(saved[name] - eta * g)
-            return int(model(x).argmax(1)) == poison_class
+            @torch.no_grad()
+            def predicts_poison(eta: float) -> bool:
+                for (name, p), g in zip(params.items(), grads):
+                    p.copy_(saved[name] - eta * g)
+                return int(model(x).argmax(1)) == poison_class
 
-        with torch.no_grad():
-            pred_before = int(model(x).argmax(1))
-        if pred_before == poison_class:
-            step = 0.0
-        else:
-            lo, hi = 0.0, m_init
-            doublings = 0
-            while not predicts_poison(hi):
-                if doublings == max_doublings:
-                    return DistanceResult(math.inf, grad_norm, math.inf, pred_before)
-                lo, hi = hi, 2 * hi
-                doublings += 1
-            while hi - lo > alpha:
-                mid = (lo + hi) / 2
-                if predicts_poison(mid):
-                    hi = mid
-                else:
-                    lo = mid
-            step = hi
-        return DistanceResult(step, grad_norm, step * grad_norm, pred_before)
-    finally:
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(saved[name])
-        model.train(was_training)
+            with torch.no_grad():
+                pred_before = int(model(x).argmax(1))
+            if pred_before == poison_class:
+                step = 0.0
+            else:
+                lo, hi = 0.0, m_init
+                doublings = 0
+                while not predicts_poison(hi):
+                    if doublings == max_doublings:
+                        return DistanceResult(math.inf, grad_norm, math.inf, pred_before)
+                    lo, hi = hi, 2 * hi
+                    doublings += 1
+                while hi - lo > alpha:
+                    mid = (lo + hi) / 2
+                    if predicts_poison(mid):
+                        hi = mid
+                    else:
+                        lo = mid
+                step = hi
+            return DistanceResult(step, grad_norm, step * grad_norm, pred_before)
+        finally:
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(saved[name])
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -223,27 +221,25 @@ def distance_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     _check_search(alpha, m_init, max_doublings)
     device = get_device(device)
     model.to(device)
-    was_training = model.training
-    model.eval()
-    xs = to_unit(images, device)
-    labels_np = np.asarray(torch.as_tensor(labels).cpu())
-    if len(labels_np) != len(xs):
-        raise InvalidChoiceError(f"got {len(xs)} images but {len(labels_np)} labels")
-    evaluator = _PairEvaluator(model, last_layer_only)
-    with torch.no_grad():
-        pred_before = model(xs).argmax(1).cpu().numpy()
-        num_classes = int(model(xs[:1]).shape[1])
-    classes = list(range(num_classes)) if poison_classes is None else [int(c) for c in poison_classes]
-    for c in classes:
-        if not 0 <= c < num_classes:
-            raise InvalidChoiceError(f"poison class {c} is not in [0, {num_classes})")
-    pairs = [(t, c) for t in range(len(xs)) for c in classes if c != labels_np[t]]
-    shape = (len(xs), num_classes)
-    out = {k: np.full(shape, np.nan) for k in ("step", "grad_norm", "distance")}
-    param_bytes = 4 * sum(p.numel() for p in evaluator.moved.values())
-    chunk = max(1, int(max_chunk_bytes // (2 * param_bytes)))  # the gradients and the stepped copy
-    starts = range(0, len(pairs), chunk)
-    try:
+    with eval_mode(model):
+        xs = to_unit(images, device)
+        labels_np = np.asarray(torch.as_tensor(labels).cpu())
+        if len(labels_np) != len(xs):
+            raise InvalidChoiceError(f"got {len(xs)} images but {len(labels_np)} labels")
+        evaluator = _PairEvaluator(model, last_layer_only)
+        with torch.no_grad():
+            pred_before = model(xs).argmax(1).cpu().numpy()
+            num_classes = int(model(xs[:1]).shape[1])
+        classes = list(range(num_classes)) if poison_classes is None else [int(c) for c in poison_classes]
+        for c in classes:
+            if not 0 <= c < num_classes:
+                raise InvalidChoiceError(f"poison class {c} is not in [0, {num_classes})")
+        pairs = [(t, c) for t in range(len(xs)) for c in classes if c != labels_np[t]]
+        shape = (len(xs), num_classes)
+        out = {k: np.full(shape, np.nan) for k in ("step", "grad_norm", "distance")}
+        param_bytes = 4 * sum(p.numel() for p in evaluator.moved.values())
+        chunk = max(1, int(max_chunk_bytes // (2 * param_bytes)))  # the gradients and the stepped copy
+        starts = range(0, len(pairs), chunk)
         for begin in progress(starts, enable=show_progress and len(starts) > 1, desc="δ pairs", unit="chunk"):
             block = pairs[begin:begin + chunk]
             t_idx = torch.tensor([t for t, _ in block], device=device)
@@ -259,6 +255,4 @@ def distance_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
                 out["step"][t, c] = float(steps[j])
                 out["grad_norm"][t, c] = float(norms[j])
                 out["distance"][t, c] = float(steps[j] * norms[j])
-    finally:
-        model.train(was_training)
     return DistanceMatrix(out["step"], out["grad_norm"], out["distance"], pred_before, labels_np, last_layer_only)

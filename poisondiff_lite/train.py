@@ -15,7 +15,7 @@ from .augment import augment_batch
 from .config import TrainConfig
 from .data import DataBundle, ImageDataset
 from .models import Classifier, build_model
-from .utils import get_device, progress
+from .utils import eval_mode, get_device, progress
 
 EpochCallback = Callable[[int, nn.Module], None]
 
@@ -138,14 +138,12 @@ def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 
     """Logits (float32, on `device`) of uint8 `images` in eval mode; the model's train/eval mode is restored."""
     device = get_device(device)
     cfg = cfg or TrainConfig()
-    was_training = model.training
-    model.eval()
     out = []
-    for begin in range(0, len(images), batch_size):
-        batch = images[begin:begin + batch_size].to(device, non_blocking=True)
-        with _autocast(device, cfg):
-            out.append(model(_prepare(batch, device, cfg)).float())
-    model.train(was_training)
+    with eval_mode(model):
+        for begin in range(0, len(images), batch_size):
+            batch = images[begin:begin + batch_size].to(device, non_blocking=True)
+            with _autocast(device, cfg):
+                out.append(model(_prepare(batch, device, cfg)).float())
     return torch.cat(out) if out else torch.empty(0)
 
 

@@ -8,7 +8,8 @@ import json
 import os
 import random
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +42,17 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
             'use DEVICE="cpu" (or "auto") to run on the CPU'
         )
     return torch.device(device)
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Run a block with `model` in eval mode; its train/eval mode is restored afterwards, also after an error."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def seed_everything(seed: int) -> None:

@@ -34,7 +34,7 @@ from .config import TrainConfig
 from .data import DataBundle, ImageDataset
 from .errors import InvalidChoiceError, ResultsFileError, check_positive
 from .train import _prepare, predict_logits, train_fresh
-from .utils import get_device, progress
+from .utils import eval_mode, get_device, progress
 
 
 @dataclass(frozen=True)
@@ -112,12 +112,10 @@ def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int 
                      device: torch.device | str = "auto") -> torch.Tensor:
     """Penultimate features ``(N, D)`` (float32, on the CPU) of uint8 images, in eval mode."""
     device = get_device(device)
-    was_training = model.training
-    model.eval()
     cfg = TrainConfig(bf16=False, channels_last=False)
-    out = [model.features(_prepare(images[b:b + batch_size].to(device), device, cfg)).float().cpu()
-           for b in range(0, len(images), batch_size)]
-    model.train(was_training)
+    with eval_mode(model):
+        out = [model.features(_prepare(images[b:b + batch_size].to(device), device, cfg)).float().cpu()
+               for b in range(0, len(images), batch_size)]
     return torch.cat(out)
 
 

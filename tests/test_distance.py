@@ -139,3 +139,16 @@ def test_last_layer_gradient_is_part_of_the_full_one():
     full = poisoning_distance(model, x, 3, device="cpu")
     head = poisoning_distance(model, x, 3, last_layer_only=True, device="cpu")
     assert 0 < head.grad_norm < full.grad_norm
+
+
+@pytest.mark.parametrize("call", ["one", "matrix"])
+def test_train_mode_survives_a_refused_poison_class(call):
+    """A bad poison class is refused, and the caller's model comes back in the mode it had (here: training)."""
+    model = build_model("fastnet_small", 4).train()
+    image = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    with pytest.raises(InvalidChoiceError):
+        if call == "one":
+            poisoning_distance(model, image, poison_class=9, device="cpu")
+        else:
+            distance_matrix(model, image[None], [0], poison_classes=[9], device="cpu", show_progress=False)
+    assert model.training
