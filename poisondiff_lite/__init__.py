@@ -14,7 +14,7 @@ from .metrics import dps, epa, epa_buckets, per_class_mean, select_targets, soft
 from .models import MODELS, build_model, register_model
 from .study import StudyConfig, StudyResults, find_studies, format_table, load_study, run_study
 from .record import Trajectory, default_path, load_run_model, record_trajectories
-from .train import History, accuracy, predict_logits, train_fresh, train_model
+from .train import History, accuracy, predict_logits, train_fresh, train_fresh_many, train_model
 from .victims import HeadConfig, asr_interval, insert_poisons
 from .utils import get_device, resolve_quick, resolve_results_dir, seed_everything, short_errors
 
@@ -29,5 +29,6 @@ __all__ = [
     "TrajectoryConfig", "accuracy", "build_model", "default_path", "dps", "epa", "epa_buckets", "get_device",
     "load_cifar10", "load_dataset", "load_run_model", "load_tinyimagenet", "per_class_mean", "predict_logits",
     "record_trajectories", "resolve_data_dir", "resolve_quick", "resolve_results_dir", "seed_everything",
-    "select_targets", "short_errors", "soft_epa", "train_fresh", "train_model", "trajectory_metrics",
+    "select_targets", "short_errors", "soft_epa", "train_fresh", "train_fresh_many", "train_model",
+    "trajectory_metrics",
 ]

@@ -38,6 +38,7 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast (CUDA only)
     channels_last: bool = True  # channels_last memory format (CUDA only)
     compile: bool = False  # torch.compile the model (a speed option: not part of the experiment's hash)
+    stack: int = 1  # train this many runs or victims at once as one grouped network (speed option, see stacked.py)
 
     def __post_init__(self) -> None:
         check_choice("model", self.model, model_names())
@@ -47,6 +48,7 @@ class TrainConfig:
         check_positive("lr", self.lr)
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_positive("crop_padding", self.crop_padding, allow_zero=True)
+        check_positive("stack", self.stack)
 
     @classmethod
     def full(cls, **overrides: Any) -> TrainConfig:
@@ -128,7 +130,7 @@ class TrajectoryConfig:
         return hashlib.sha256(json.dumps(stable_dict(data), sort_keys=True).encode()).hexdigest()[:12]
 
 
-RUNTIME_ONLY = ("compile",)  # settings that change speed, not results: left out of experiment hashes
+RUNTIME_ONLY = ("compile", "stack")  # settings that change speed, not results: left out of experiment hashes
 
 
 def stable_dict(data: Any) -> Any:

@@ -11,7 +11,7 @@ by), ``grad_norm`` = ‖g‖ and ``distance`` = η*·‖g‖, the length of the 
 
 Two implementations that must agree: `poisoning_distance` steps one target at a time by editing the weights in place
 and restoring them exactly; `distance_matrix` runs many (target, class) pairs in lockstep with `torch.func`, never
-touching the model's weights.
+touching the model's weights (on a GPU; on a CPU it loops over `poisoning_distance`, which is faster there).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from .data import to_unit
-from .errors import InvalidChoiceError, check_positive
+from .errors import InvalidChoiceError, check_choice, check_positive
 from .utils import eval_mode, get_device, progress
 
 
@@ -201,11 +201,37 @@ def _lockstep_search(evaluate, targets: torch.Tensor, n: int, device: torch.devi
     return step
 
 
+def _batched_pairs(model: nn.Module, xs: torch.Tensor, pairs: list[tuple[int, int]], out: dict[str, np.ndarray],
+                   last_layer_only: bool, alpha: float, m_init: float, max_doublings: int, device: torch.device,
+                   max_chunk_bytes: int, show_progress: bool) -> None:
+    """Fill `out` for `pairs` in lockstep chunks (see `distance_matrix`)."""
+    evaluator = _PairEvaluator(model, last_layer_only)
+    param_bytes = 4 * sum(p.numel() for p in evaluator.moved.values())
+    chunk = max(1, int(max_chunk_bytes // (2 * param_bytes)))  # the gradients and the stepped copy
+    starts = range(0, len(pairs), chunk)
+    for begin in progress(starts, enable=show_progress and len(starts) > 1, desc="δ pairs", unit="chunk"):
+        block = pairs[begin:begin + chunk]
+        t_idx = torch.tensor([t for t, _ in block], device=device)
+        targets = torch.tensor([c for _, c in block], device=device)
+        grads = evaluator.gradients(xs[t_idx], targets)
+        norms = torch.sqrt(sum((g.double() ** 2).flatten(1).sum(1) for g in grads.values()))
+
+        def evaluate(rows: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+            return evaluator.predictions({k: g[rows] for k, g in grads.items()}, xs[t_idx[rows]], eta)
+
+        steps = _lockstep_search(evaluate, targets, len(block), device, alpha, m_init, max_doublings)
+        for j, (t, c) in enumerate(block):
+            out["step"][t, c] = float(steps[j])
+            out["grad_norm"][t, c] = float(norms[j])
+            out["distance"][t, c] = float(steps[j] * norms[j])
+
+
 def distance_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | np.ndarray, *,
                     poison_classes: list[int] | None = None, last_layer_only: bool = False, alpha: float = 1e-4,
                     m_init: float = 1.0, max_doublings: int = 40, device: torch.device | str = "auto",
-                    max_chunk_bytes: int = 1 << 28, show_progress: bool = True) -> DistanceMatrix:
-    """δ for every target x poison class, without copying the model per target.
+                    max_chunk_bytes: int = 1 << 28, method: str = "auto",
+                    show_progress: bool = True) -> DistanceMatrix:
+    """δ for every target x poison class.
 
     Parameters
     ----------
@@ -213,20 +239,26 @@ def distance_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     labels : their true labels ``(T,)``; the pair (target, own label) is skipped (NaN).
     poison_classes : the classes to test (default: all).
     max_chunk_bytes : memory for the per-pair parameter copies of one chunk (pairs are processed in chunks).
+    method : ``"batched"`` (pairs in lockstep with `torch.func`, never copying the model per target), ``"loop"``
+        (`poisoning_distance` pair by pair), or ``"auto"``: batched on a GPU, the loop on a CPU, where vmapped
+        convolutions with per-pair weights are slower than the plain loop (benchmarks/RESULTS.md). Both give the
+        same steps to the tolerance `alpha`.
 
     Returns
     -------
     `DistanceMatrix` with ``(T, C)`` arrays over all C classes (untested classes are NaN).
     """
     _check_search(alpha, m_init, max_doublings)
+    check_choice("method", method, ("auto", "batched", "loop"))
     device = get_device(device)
+    if method == "auto":
+        method = "batched" if device.type == "cuda" else "loop"
     model.to(device)
     with eval_mode(model):
         xs = to_unit(images, device)
         labels_np = np.asarray(torch.as_tensor(labels).cpu())
         if len(labels_np) != len(xs):
             raise InvalidChoiceError(f"got {len(xs)} images but {len(labels_np)} labels")
-        evaluator = _PairEvaluator(model, last_layer_only)
         with torch.no_grad():
             pred_before = model(xs).argmax(1).cpu().numpy()
             num_classes = int(model(xs[:1]).shape[1])
@@ -237,22 +269,13 @@ def distance_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         pairs = [(t, c) for t in range(len(xs)) for c in classes if c != labels_np[t]]
         shape = (len(xs), num_classes)
         out = {k: np.full(shape, np.nan) for k in ("step", "grad_norm", "distance")}
-        param_bytes = 4 * sum(p.numel() for p in evaluator.moved.values())
-        chunk = max(1, int(max_chunk_bytes // (2 * param_bytes)))  # the gradients and the stepped copy
-        starts = range(0, len(pairs), chunk)
-        for begin in progress(starts, enable=show_progress and len(starts) > 1, desc="δ pairs", unit="chunk"):
-            block = pairs[begin:begin + chunk]
-            t_idx = torch.tensor([t for t, _ in block], device=device)
-            targets = torch.tensor([c for _, c in block], device=device)
-            grads = evaluator.gradients(xs[t_idx], targets)
-            norms = torch.sqrt(sum((g.double() ** 2).flatten(1).sum(1) for g in grads.values()))
-
-            def evaluate(rows: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
-                return evaluator.predictions({k: g[rows] for k, g in grads.items()}, xs[t_idx[rows]], eta)
-
-            steps = _lockstep_search(evaluate, targets, len(block), device, alpha, m_init, max_doublings)
-            for j, (t, c) in enumerate(block):
-                out["step"][t, c] = float(steps[j])
-                out["grad_norm"][t, c] = float(norms[j])
-                out["distance"][t, c] = float(steps[j] * norms[j])
+        if method == "loop":
+            for t, c in progress(pairs, enable=show_progress and len(pairs) > 1, desc="δ pairs", unit="pair"):
+                result = poisoning_distance(model, xs[t], c, last_layer_only=last_layer_only, alpha=alpha,
+                                            m_init=m_init, max_doublings=max_doublings, device=device)
+                out["step"][t, c], out["grad_norm"][t, c] = result.step, result.grad_norm
+                out["distance"][t, c] = result.distance
+        else:
+            _batched_pairs(model, xs, pairs, out, last_layer_only, alpha, m_init, max_doublings, device,
+                           max_chunk_bytes, show_progress)
     return DistanceMatrix(out["step"], out["grad_norm"], out["distance"], pred_before, labels_np, last_layer_only)

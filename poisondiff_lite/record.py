@@ -21,7 +21,7 @@ import torch.nn as nn
 from .config import TrajectoryConfig
 from .data import DataBundle, ImageDataset, load_dataset
 from .errors import InvalidChoiceError, ResultsFileError
-from .train import predict_logits, train_fresh
+from .train import predict_logits, train_fresh_many
 from .utils import atomic_write, get_device, progress, resolve_results_dir
 
 FORMAT_VERSION = 1
@@ -192,31 +192,38 @@ def record_trajectories(config: TrajectoryConfig, *, data: DataBundle | None = N
     data_on_device = data.to(device)
     eval_images = split.images.to(device)
     eval_labels = torch.as_tensor(traj.labels, device=device)
-    runs = progress(range(traj.completed, config.runs), enable=show_progress, desc="clean runs", unit="run",
-                    initial=traj.completed, total=config.runs)
-    for run in runs:
-        start = time.perf_counter()
+    runs = progress(None, total=config.runs, initial=traj.completed, enable=show_progress, desc="clean runs", unit="run")
+    start = time.perf_counter()
 
-        def record_epoch(epoch: int, model: nn.Module, run: int = run) -> None:
-            logits = predict_logits(model, eval_images, batch_size=config.train.eval_batch_size, device=device,
-                                    cfg=config.train)
-            traj.preds[run, epoch - 1] = logits.argmax(1).to(torch.int16).cpu().numpy()
-            prob = torch.softmax(logits, 1).gather(1, eval_labels[:, None]).squeeze(1)
-            traj.true_prob[run, epoch - 1] = prob.to(torch.float16).cpu().numpy()
+    def record_epoch(epoch: int, model: nn.Module, seeds: list[int]) -> None:
+        logits = predict_logits(model, eval_images, batch_size=config.train.eval_batch_size, device=device,
+                                cfg=config.train).view(len(eval_images), len(seeds), -1)
+        prob = torch.softmax(logits, -1).gather(2, eval_labels[:, None, None].expand(-1, len(seeds), 1))[..., 0]
+        for v, seed in enumerate(seeds):
+            run = seed - config.seed0
+            traj.preds[run, epoch - 1] = logits[:, v].argmax(1).to(torch.int16).cpu().numpy()
+            traj.true_prob[run, epoch - 1] = prob[:, v].to(torch.float16).cpu().numpy()
             if traj.logits is not None:
-                traj.logits[run, epoch - 1] = logits.to(torch.float16).cpu().numpy()
+                traj.logits[run, epoch - 1] = logits[:, v].to(torch.float16).cpu().numpy()
 
-        model, history = train_fresh(data_on_device, config.train, seed=config.seed0 + run, device=device,
-                                     on_epoch_end=record_epoch, show_progress=show_progress,
-                                     desc=f"run {run + 1}/{config.runs}")
-        traj.train_accuracy[run] = history.accuracy
-        traj.seconds[run] = time.perf_counter() - start
-        if keep_models:
-            model_path = path.with_name(f"{path.stem}.run{run}.pt")
-            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            atomic_write(model_path, lambda f: torch.save({"config": config.to_dict(), "run": run, "state": state}, f))
-        traj.completed = run + 1
+    seeds = [config.seed0 + run for run in range(traj.completed, config.runs)]
+    for group in train_fresh_many(data_on_device, config.train, seeds, device=device, on_epoch_end=record_epoch,
+                                  show_progress=show_progress, desc="run"):
+        seconds = (time.perf_counter() - start) / len(group)
+        for seed, model, history in group:
+            run = seed - config.seed0
+            traj.train_accuracy[run] = history.accuracy
+            traj.seconds[run] = seconds
+            if keep_models:
+                model_path = path.with_name(f"{path.stem}.run{run}.pt")
+                state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                atomic_write(model_path, lambda f: torch.save({"config": config.to_dict(), "run": run, "state": state},
+                                                              f))
+        traj.completed = group[-1][0] - config.seed0 + 1
         traj.save(path)
+        runs.update(len(group))
+        start = time.perf_counter()
+    runs.close()
     return traj.finished()
 
 

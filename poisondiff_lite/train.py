@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -77,6 +79,19 @@ def train_model(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, *, 
     -------
     History with per-epoch mean loss, training accuracy (on augmented batches), lr and wall time.
     """
+    return _fit(model, train_set, cfg, [seed], device=device, on_epoch_end=on_epoch_end,
+                show_progress=show_progress, desc=desc)[0]
+
+
+def _fit(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, seeds: list[int], *,
+         device: torch.device | str, on_epoch_end: EpochCallback | None, show_progress: bool,
+         desc: str) -> list[History]:
+    """The training loop for one model (one seed) or a `StackedClassifier` (one seed per member).
+
+    Member v draws its data order and augmentation from its own generator seeded ``seeds[v]``, exactly as a model
+    trained alone would; its batch fills channels ``3v:3v+3`` of the stacked input. The loss is the sum of the members'
+    mean losses, so each member's gradient is its own.
+    """
     device = get_device(device)
     model.to(device)
     if device.type == "cuda" and cfg.channels_last:
@@ -85,51 +100,57 @@ def train_model(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, *, 
     # fresh models of one architecture reuse the compiled code (parameters are graph inputs): M runs or V victims
     # pay the compilation once per process
     forward = torch.compile(model) if cfg.compile else model
+    members = len(seeds)
     n = len(train_set)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps_per_epoch))
-    generator = torch.Generator().manual_seed(seed)
-    history = History()
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    histories = [History() for _ in seeds]
     epochs = progress(range(1, cfg.epochs + 1), enable=show_progress, desc=desc, unit="epoch", leave=False)
     for epoch in epochs:
         start = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=generator).to(device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
+        orders = [torch.randperm(n, generator=g).to(device) for g in generators]
+        loss_sum = torch.zeros(members, device=device)
+        correct = torch.zeros(members, device=device, dtype=torch.long)
         seen = 0
         lr_now = optimizer.param_groups[0]["lr"]
         for begin in range(0, n, cfg.batch_size):
-            idx = order[begin:begin + cfg.batch_size]
-            if len(idx) < 2:  # BatchNorm cannot train on a single example
+            batches = [order[begin:begin + cfg.batch_size] for order in orders]
+            if len(batches[0]) < 2:  # BatchNorm cannot train on a single example
                 continue
-            images = augment_batch(train_set.images[idx], crop_padding=cfg.crop_padding, flip=cfg.flip,
-                                   generator=generator)
-            labels = train_set.labels[idx]
+            images = torch.cat([augment_batch(train_set.images[idx], crop_padding=cfg.crop_padding, flip=cfg.flip,
+                                              generator=g) for idx, g in zip(batches, generators)], dim=1)
+            labels = torch.stack([train_set.labels[idx] for idx in batches], dim=1)  # (B, V)
             with _autocast(device, cfg):
                 logits = forward(_prepare(images, device, cfg))
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
+            logits = logits.float().reshape(labels.shape + (-1,))  # (B, V, K)
+            losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none",
+                                     label_smoothing=cfg.label_smoothing).view(labels.shape).mean(0)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            losses.sum().backward()
             optimizer.step()
             scheduler.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.argmax(1) == labels).sum()
-            seen += len(idx)
-        loss_value = float(loss_sum) / max(seen, 1)
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {loss_value}); lower the lr "
+            loss_sum += losses.detach() * len(labels)
+            correct += (logits.argmax(-1) == labels).sum(0)
+            seen += len(labels)
+        loss_values = (loss_sum / max(seen, 1)).tolist()
+        accuracies = (correct.float() / max(seen, 1)).tolist()
+        if not all(math.isfinite(v) for v in loss_values):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {max(loss_values)}); lower the lr "
                                      f"(now {cfg.lr}) or check the data")
-        history.loss.append(loss_value)
-        history.accuracy.append(float(correct) / max(seen, 1))
-        history.lr.append(lr_now)
-        history.seconds.append(time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        for history, loss_value, acc in zip(histories, loss_values, accuracies):
+            history.loss.append(loss_value)
+            history.accuracy.append(acc)
+            history.lr.append(lr_now)
+            history.seconds.append(seconds)
         if show_progress and hasattr(epochs, "set_postfix"):
-            epochs.set_postfix(loss=f"{history.loss[-1]:.3f}", acc=f"{history.accuracy[-1]:.3f}")
+            epochs.set_postfix(loss=f"{np.mean(loss_values):.3f}", acc=f"{np.mean(accuracies):.3f}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, model)
-    return history
+    return histories
 
 
 @torch.no_grad()
@@ -163,3 +184,55 @@ def train_fresh(data: DataBundle, cfg: TrainConfig, *, seed: int = 0, device: to
     history = train_model(model, train_set if train_set is not None else data.train, cfg, seed=seed, device=device,
                           on_epoch_end=on_epoch_end, show_progress=show_progress, desc=desc)
     return model, history
+
+
+GroupCallback = Callable[[int, nn.Module, list[int]], None]
+
+
+def train_fresh_many(data: DataBundle, cfg: TrainConfig, seeds: Iterable[int], *, device: torch.device | str = "auto",
+                     on_epoch_end: GroupCallback | None = None, show_progress: bool = True,
+                     train_set: ImageDataset | None = None, desc: str = "training"
+                     ) -> Iterator[list[tuple[int, Classifier, History]]]:
+    """`train_fresh` for each seed, ``cfg.stack`` models at a time trained as one grouped network.
+
+    Each model is initialised, ordered and augmented from its own seed as `train_fresh` would; stacking changes only
+    the speed (and the float rounding). Architectures that cannot be stacked (see `stacked.unstackable_part`) are
+    trained one at a time with a warning.
+
+    Parameters
+    ----------
+    on_epoch_end : called as ``on_epoch_end(epoch, model, group_seeds)`` after each epoch; ``model(x)`` returns logits
+        ``(B, V, K)`` for the V seeds of the group (``(B, K)`` when the group is one plain model).
+
+    Yields
+    ------
+    One list of ``(seed, model, history)`` per group, in seed order, as soon as the group has finished.
+    """
+    from .stacked import StackedClassifier, unstackable_part
+
+    device = get_device(device)
+    seeds = [int(s) for s in seeds]
+    train_set = train_set if train_set is not None else data.train
+    stack = cfg.stack
+    if stack > 1 and seeds:
+        bad = unstackable_part(build_model(cfg.model, data.num_classes, mean=data.mean, std=data.std))
+        if bad:
+            warnings.warn(f"model {cfg.model!r} contains {bad}, which cannot be stacked: training its runs one at "
+                          f"a time (stack=1)", stacklevel=2)
+            stack = 1
+    for first in range(0, len(seeds), stack):
+        group = seeds[first:first + stack]
+        label = f"{desc} (seed {group[0]})" if len(group) == 1 else f"{desc} (seeds {group[0]}-{group[-1]})"
+        models = []
+        for seed in group:
+            torch.manual_seed(seed)
+            models.append(build_model(cfg.model, data.num_classes, mean=data.mean, std=data.std))
+        net = models[0] if len(group) == 1 else StackedClassifier(models)
+        callback = None if on_epoch_end is None else (lambda epoch, m, group=group: on_epoch_end(epoch, m, group))
+        histories = _fit(net, train_set, cfg, group, device=device, on_epoch_end=callback,
+                         show_progress=show_progress, desc=label)
+        if len(group) > 1:
+            net.unstack_into(models)
+            models = [m.to(device) for m in models]
+            del net
+        yield list(zip(group, models, histories))

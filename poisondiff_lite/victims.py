@@ -33,7 +33,7 @@ from .attacks import Poisons
 from .config import TrainConfig
 from .data import DataBundle, ImageDataset
 from .errors import InvalidChoiceError, ResultsFileError, check_positive
-from .train import _prepare, predict_logits, train_fresh
+from .train import _prepare, predict_logits, train_fresh_many
 from .utils import eval_mode, get_device, progress
 
 
@@ -95,13 +95,13 @@ def scratch_victims(data: DataBundle, train_set: ImageDataset, cfg: TrainConfig,
     `targets` is ``(T, 3, H, W)`` uint8: every victim is evaluated on all of them (clean victims serve many targets).
     """
     device = get_device(device)
-    for seed in seeds:
-        model, _ = train_fresh(data, cfg, seed=seed, device=device, train_set=train_set, show_progress=show_progress,
-                               desc=f"{desc} (seed {seed})")
-        target_logits = predict_logits(model, targets, device=device, cfg=cfg).cpu()
-        test_logits = predict_logits(model, data.test.images, batch_size=cfg.eval_batch_size, device=device,
-                                     cfg=cfg).cpu()
-        yield seed, target_logits, test_logits
+    for group in train_fresh_many(data, cfg, seeds, device=device, train_set=train_set, show_progress=show_progress,
+                                  desc=desc):
+        for seed, model, _ in group:
+            target_logits = predict_logits(model, targets, device=device, cfg=cfg).cpu()
+            test_logits = predict_logits(model, data.test.images, batch_size=cfg.eval_batch_size, device=device,
+                                         cfg=cfg).cpu()
+            yield seed, target_logits, test_logits
 
 
 # -----------------------------------------------------------------------------------------------------------------

@@ -83,11 +83,12 @@ def test_never_flipping_is_infinite_and_own_prediction_is_zero():
         poisoning_distance(model, x, 7, device="cpu")
 
 
-def test_matrix_agrees_with_closed_form_on_linear_model():
+@pytest.mark.parametrize("method", ["batched", "loop", "auto"])
+def test_matrix_agrees_with_closed_form_on_linear_model(method):
     model = linear_model(num_classes=5, seed=4)
     images = torch.rand(6, 3, 2, 2, generator=torch.Generator().manual_seed(4))
     labels = torch.arange(6) % 5
-    result = distance_matrix(model, images, labels, alpha=1e-5, device="cpu", show_progress=False)
+    result = distance_matrix(model, images, labels, alpha=1e-5, device="cpu", method=method, show_progress=False)
     for t in range(6):
         for p in range(5):
             if p == int(labels[t]):
@@ -117,7 +118,7 @@ def test_matrix_agrees_with_one_at_a_time_on_a_conv_net(last_layer_only, trained
     before = {k: v.clone() for k, v in model.state_dict().items()}
     # small chunks force several chunks through the lockstep search
     result = distance_matrix(model, images, labels, last_layer_only=last_layer_only, device="cpu",
-                             max_chunk_bytes=1 << 22, show_progress=False)
+                             max_chunk_bytes=1 << 22, method="batched", show_progress=False)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     agree = 0
     for t in range(5):
@@ -130,6 +131,12 @@ def test_matrix_agrees_with_one_at_a_time_on_a_conv_net(last_layer_only, trained
             # float32 weights resolve w - η g to ~1e-7 relative, so the flip point is known to α plus that
             agree += abs(result.step[t, p] - single.step) <= 2e-4 + 1e-5 * single.step
     assert agree >= 14  # of 15 pairs: rounding may move one flip across a bisection midpoint
+
+
+def test_unknown_method_is_refused():
+    model = linear_model(num_classes=3, seed=0)
+    with pytest.raises(InvalidChoiceError, match="method"):
+        distance_matrix(model, torch.rand(1, 3, 2, 2), [0], device="cpu", method="fast", show_progress=False)
 
 
 def test_last_layer_gradient_is_part_of_the_full_one():

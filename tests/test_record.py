@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import poisondiff_lite.record as record
+import poisondiff_lite.train as train
 from poisondiff_lite import ResultsFileError, TrainConfig, Trajectory, TrajectoryConfig, load_run_model
 from poisondiff_lite.train import predict_logits
 
@@ -59,29 +60,35 @@ def test_corrupt_file_gets_clear_error(tmp_path):
         Trajectory.load(tmp_path / "missing.npz")
 
 
+def spy_on_training(monkeypatch, calls: list, crash_on_call: int | None = None) -> None:
+    """Make the recorder train its runs one by one through a spy that notes each seed (and can crash on one)."""
+    real = train.train_fresh_many
+
+    def spy(data, cfg, seeds, **kwargs):
+        for seed in seeds:
+            calls.append(seed)
+            if len(calls) == crash_on_call:
+                raise KeyboardInterrupt
+            yield from real(data, cfg, [seed], **kwargs)
+
+    monkeypatch.setattr(record, "train_fresh_many", spy)
+
+
 def test_interrupted_experiment_resumes_from_last_finished_run(tmp_path, toy_bundle, monkeypatch):
     config = toy_config(runs=3)
     reference = record.record_trajectories(config, data=toy_bundle, path=tmp_path / "ref.npz", show_progress=False,
                                            device="cpu")
     assert reference.completed == 3
 
-    real_train = record.train_fresh
     calls = []
-
-    def crashing_train(*args, **kwargs):
-        calls.append(kwargs["seed"])
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # the user stops the notebook during run 2
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(record, "train_fresh", crashing_train)
+    spy_on_training(monkeypatch, calls, crash_on_call=2)  # the user stops the notebook during run 2
     path = tmp_path / "run.npz"
     with pytest.raises(KeyboardInterrupt):
         record.record_trajectories(config, data=toy_bundle, path=path, show_progress=False, device="cpu")
     assert Trajectory.load(path).completed == 1
 
     calls.clear()
-    monkeypatch.setattr(record, "train_fresh", lambda *a, **k: (calls.append(k["seed"]), real_train(*a, **k))[1])
+    spy_on_training(monkeypatch, calls)
     resumed = record.record_trajectories(config, data=toy_bundle, path=path, show_progress=False, device="cpu")
     assert calls == [1, 2]  # run 0 was not trained again
     np.testing.assert_array_equal(resumed.preds, reference.preds)
@@ -96,8 +103,7 @@ def test_extending_runs_trains_only_the_new_ones(tmp_path, toy_bundle, monkeypat
     path = tmp_path / "t.npz"
     first = record.record_trajectories(toy_config(runs=1), data=toy_bundle, path=path, show_progress=False, device="cpu")
     calls = []
-    real_train = record.train_fresh
-    monkeypatch.setattr(record, "train_fresh", lambda *a, **k: (calls.append(k["seed"]), real_train(*a, **k))[1])
+    spy_on_training(monkeypatch, calls)
     more = record.record_trajectories(toy_config(runs=2), data=toy_bundle, path=path, show_progress=False, device="cpu")
     assert calls == [1] and more.completed == 2
     np.testing.assert_array_equal(more.preds[0], first.preds[0])
