@@ -3,6 +3,7 @@
     python benchmarks/run.py                 # GPU: full CIFAR-10 sizes; CPU: a scaled-down quick mode
     python benchmarks/run.py --quick         # force the small sizes (a few minutes on 2 CPU cores)
     python benchmarks/run.py --compile       # also try torch.compile for the training runs
+    python benchmarks/run.py --jobs train,delta   # only some jobs (a GPU run split over several calls)
 
 Each line times one job of the tutorial with the package and with a naive baseline doing the same work:
 
@@ -23,10 +24,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import math
 import platform
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -42,6 +43,7 @@ from poisondiff_lite.attacks import AttackConfig, craft, poison_indices
 from poisondiff_lite.distance import distance_matrix, poisoning_distance
 from poisondiff_lite.metrics import dps, epa
 from poisondiff_lite.train import lr_factor, make_optimizer
+from poisondiff_lite.utils import atomic_write_json
 from poisondiff_lite.victims import scratch_victims
 
 HERE = Path(__file__).resolve().parent
@@ -149,6 +151,9 @@ def peak_of(device: torch.device) -> float | None:
 # -----------------------------------------------------------------------------------------------------------------
 #  the benchmark
 # -----------------------------------------------------------------------------------------------------------------
+JOBS = ("train", "record", "metrics", "delta", "gm", "validation")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help='"auto" | "cpu" | "cuda"')
@@ -157,8 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
     parser.add_argument("--stack", type=int, default=0,
                         help="runs/victims per grouped network in the stacked lines (default: all of them)")
+    parser.add_argument("--jobs", default=",".join(JOBS),
+                        help=f"comma-separated subset of {','.join(JOBS)} (default: all), e.g. to split a long GPU run")
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/measured/<device>-<date>.json)")
     args = parser.parse_args(argv)
+    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
+    unknown = sorted(set(jobs) - set(JOBS))
+    if unknown:
+        parser.error(f"unknown job(s) {', '.join(unknown)}; choose from {', '.join(JOBS)}")
     device = pdl.get_device(args.device)
     quick = args.quick or device.type != "cuda"
     data = pdl.load_dataset("cifar10", args.data_dir)
@@ -174,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {name} | torch {torch.__version__} | data: {len(data.train)} train / {len(data.test)} test"
           f"{f' (a {tiled_from[0]} / {tiled_from[1]} subset repeated)' if tiled_from else ''} | "
           f"{'quick' if quick else 'full'} sizes", flush=True)
+    out = Path(args.out) if args.out else HERE / "measured" / \
+        f"{'cuda' if device.type == 'cuda' else 'cpu'}-{dt.date.today().isoformat()}.json"
     rows: list[dict] = []
 
     def report(job: str, ours: float, baseline: float | None, unit: str = "s", **extra) -> None:
@@ -184,116 +197,137 @@ def main(argv: list[str] | None = None) -> int:
         base = f"{baseline:10.3f}" if baseline is not None else f"{'-':>10s}"
         more = "  ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items())
         print(f"  {job:46s} ours {ours:10.3f} {unit:3s} baseline {base} {unit:3s} {speed:>7s}  {more}", flush=True)
+        # rewritten after every line: a run cut short (a time limit) keeps what it measured
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, {"device": name, "torch": torch.__version__,
+                           "date": dt.datetime.now().isoformat(), "quick": quick, "tiled_from": tiled_from,
+                           "python": sys.version.split()[0], "rows": rows})
 
-    # 1. clean training, fast network and ResNet-18 ---------------------------------------------------------------
     fast_cfg = pdl.TrainConfig.quick(epochs=2) if quick else pdl.TrainConfig.fast()
     resnet_cfg = pdl.TrainConfig.full(epochs=1 if quick else 40)
     peak = peak_of(device)
-    trained = {}
-    for label, cfg in (("fast network", fast_cfg), ("ResNet-18", resnet_cfg)):
-        seconds, (model, history) = timed(lambda cfg=cfg: pdl.train_fresh(data, cfg, seed=0, device=device,
-                                                                           show_progress=False), device)
-        trained[label] = model
-        base_epochs = 1 if quick else min(2, cfg.epochs)
-        baseline = naive_train(data, cfg, base_epochs, device) * cfg.epochs
-        images_per_s = len(data.train) * cfg.epochs / seconds
-        extra = {"epochs": cfg.epochs, "img_per_s": images_per_s,
-                 "test_acc": pdl.accuracy(model, data.test, device=device)}
-        flops = flops_per_image(pdl.build_model(cfg.model, 10), tuple(data.train.images.shape[1:]), device)
-        if peak:
-            extra["bf16_peak_share"] = flops * images_per_s / peak
-        report(f"train {label} ({cfg.epochs} ep, {len(data.train)} img)", seconds, baseline, **extra)
-        if args.compile:
-            compiled_cfg = dataclasses.replace(cfg, compile=True)
-            warm, _ = timed(lambda: pdl.train_fresh(data, compiled_cfg, seed=1, device=device, show_progress=False),
-                            device)
-            again, _ = timed(lambda: pdl.train_fresh(data, compiled_cfg, seed=2, device=device, show_progress=False),
-                             device)
-            report(f"  ...torch.compile (2nd run; 1st {warm:.1f} s)", again, seconds, img_per_s=len(data.train) *
-                   cfg.epochs / again)
+    trained: dict[str, torch.nn.Module] = {}
+    naive_run: dict[str, float] = {}
 
-    # 2. recorder overhead -----------------------------------------------------------------------------------------
-    runs = 2 if quick else 8
-    config = pdl.TrajectoryConfig(dataset="cifar10", train=fast_cfg, runs=runs)
-    import tempfile
+    def fast_model() -> torch.nn.Module:
+        """The fast network trained once (by the train job, or here when that job was left out)."""
+        if "fast network" not in trained:
+            trained["fast network"] = pdl.train_fresh(data, fast_cfg, seed=0, device=device, show_progress=False)[0]
+        return trained["fast network"].eval()
 
-    with tempfile.TemporaryDirectory() as folder:
-        recorded, traj = timed(lambda: pdl.record_trajectories(config, data=data, device=device, show_progress=False,
-                                                               path=Path(folder) / "t.npz"), device)
-    plain, _ = timed(lambda: [pdl.train_fresh(data, fast_cfg, seed=s, device=device, show_progress=False)
-                              for s in range(runs)], device)
-    report(f"EPA experiment: {runs} runs x {fast_cfg.epochs} ep, recorded", recorded, None,
-           recorder_overhead=recorded / plain - 1, examples=traj.num_examples)
-    stack = args.stack or runs
-    stacked_config = dataclasses.replace(config, train=dataclasses.replace(fast_cfg, stack=stack))
-    with tempfile.TemporaryDirectory() as folder:
-        stacked_s, stacked_traj = timed(lambda: pdl.record_trajectories(
-            stacked_config, data=data, device=device, show_progress=False, path=Path(folder) / "t.npz"), device)
-    report(f"  ...{stack} runs at a time as one grouped network", stacked_s, recorded,
-           pred_agreement=float((stacked_traj.preds == traj.preds).mean()))
+    def naive_fast_run() -> float:
+        if "fast network" not in naive_run:
+            naive_run["fast network"] = naive_train(data, fast_cfg, 1 if quick else 2, device) * fast_cfg.epochs
+        return naive_run["fast network"]
+
+    # 1. clean training, fast network and ResNet-18 ---------------------------------------------------------------
+    if "train" in jobs:
+        for label, cfg in (("fast network", fast_cfg), ("ResNet-18", resnet_cfg)):
+            seconds, (model, history) = timed(lambda cfg=cfg: pdl.train_fresh(data, cfg, seed=0, device=device,
+                                                                               show_progress=False), device)
+            trained[label] = model
+            naive_run[label] = naive_train(data, cfg, 1 if quick else min(2, cfg.epochs), device) * cfg.epochs
+            images_per_s = len(data.train) * cfg.epochs / seconds
+            extra = {"epochs": cfg.epochs, "img_per_s": images_per_s,
+                     "test_acc": pdl.accuracy(model, data.test, device=device)}
+            flops = flops_per_image(pdl.build_model(cfg.model, 10), tuple(data.train.images.shape[1:]), device)
+            if peak:
+                extra["bf16_peak_share"] = flops * images_per_s / peak
+            report(f"train {label} ({cfg.epochs} ep, {len(data.train)} img)", seconds, naive_run[label], **extra)
+            if args.compile:
+                compiled_cfg = dataclasses.replace(cfg, compile=True)
+                warm, _ = timed(lambda: pdl.train_fresh(data, compiled_cfg, seed=1, device=device,
+                                                        show_progress=False), device)
+                again, _ = timed(lambda: pdl.train_fresh(data, compiled_cfg, seed=2, device=device,
+                                                         show_progress=False), device)
+                report(f"  ...torch.compile (2nd run; 1st {warm:.1f} s)", again, seconds, img_per_s=len(data.train) *
+                       cfg.epochs / again)
+
+    # 2. an EPA experiment: the recorder's overhead, and stacking ----------------------------------------------------
+    if "record" in jobs:
+        runs = 2 if quick else 8
+        epa_cfg = fast_cfg if quick else dataclasses.replace(fast_cfg, epochs=40)  # the issue's 8 runs x 40 epochs
+        config = pdl.TrajectoryConfig(dataset="cifar10", train=epa_cfg, runs=runs)
+        with tempfile.TemporaryDirectory() as folder:
+            recorded, traj = timed(lambda: pdl.record_trajectories(config, data=data, device=device,
+                                                                   show_progress=False, path=Path(folder) / "t.npz"),
+                                   device)
+        plain_runs = min(runs, 2)  # the same runs unrecorded, two of them, scaled to all
+        plain, _ = timed(lambda: [pdl.train_fresh(data, epa_cfg, seed=s, device=device, show_progress=False)
+                                  for s in range(plain_runs)], device)
+        report(f"EPA experiment: {runs} runs x {epa_cfg.epochs} ep, recorded", recorded, None,
+               recorder_overhead=recorded / (plain * runs / plain_runs) - 1, examples=traj.num_examples)
+        stack = args.stack or runs
+        stacked_config = dataclasses.replace(config, train=dataclasses.replace(epa_cfg, stack=stack))
+        with tempfile.TemporaryDirectory() as folder:
+            stacked_s, stacked_traj = timed(lambda: pdl.record_trajectories(
+                stacked_config, data=data, device=device, show_progress=False, path=Path(folder) / "t.npz"), device)
+        report(f"  ...{stack} runs at a time as one grouped network", stacked_s, recorded,
+               pred_agreement=float((stacked_traj.preds == traj.preds).mean()))
 
     # 3. EPA and DPS over M x N x E -------------------------------------------------------------------------------
-    m, n, e = (8, 40, 10_000)
-    rng = np.random.default_rng(0)
-    preds = rng.integers(0, 10, size=(m, n, e)).astype(np.int16)
-    labels = rng.integers(0, 10, size=e)
-    epa(preds[..., :10], labels[:10]), dps(preds[..., :10], 10)  # warm-up: the first call pays one-off set-up
-    ours_s, (ours_epa, (ours_dps, _)) = timed(lambda: (epa(preds, labels), dps(preds, 10)), torch.device("cpu"))
-    subset = e if not quick else 1000
+    if "metrics" in jobs:
+        m, n, e = (8, 40, 10_000)
+        rng = np.random.default_rng(0)
+        preds = rng.integers(0, 10, size=(m, n, e)).astype(np.int16)
+        labels = rng.integers(0, 10, size=e)
+        # best of 3: the first call over fresh arrays of this size pays one-off page faults (up to x4 on 2 cores)
+        ours_s, (ours_epa, (ours_dps, _)) = min((timed(lambda: (epa(preds, labels), dps(preds, 10)),
+                                                       torch.device("cpu")) for _ in range(3)), key=lambda r: r[0])
+        subset = e if not quick else 1000
 
-    def naive_metrics():
-        out_epa, out_dps = [], []
-        for i in range(subset):
-            votes = [int(preds[a, b, i]) for a in range(m) for b in range(n)]
-            out_epa.append(sum(v == labels[i] for v in votes) / len(votes))
-            out_dps.append(Counter(votes).most_common(1)[0][1] / len(votes))
-        return out_epa, out_dps
+        def naive_metrics():
+            out_epa, out_dps = [], []
+            for i in range(subset):
+                votes = [int(preds[a, b, i]) for a in range(m) for b in range(n)]
+                out_epa.append(sum(v == labels[i] for v in votes) / len(votes))
+                out_dps.append(Counter(votes).most_common(1)[0][1] / len(votes))
+            return out_epa, out_dps
 
-    naive_s, (naive_epa, naive_dps) = timed(naive_metrics, torch.device("cpu"))
-    assert np.allclose(naive_epa, ours_epa[:subset]) and np.allclose(naive_dps, ours_dps[:subset])
-    report(f"EPA + DPS, {m} x {n} x {e} checkpoints", ours_s, naive_s * e / subset)
+        naive_s, (naive_epa, naive_dps) = timed(naive_metrics, torch.device("cpu"))
+        assert np.allclose(naive_epa, ours_epa[:subset]) and np.allclose(naive_dps, ours_dps[:subset])
+        report(f"EPA + DPS, {m} x {n} x {e} checkpoints", ours_s, naive_s * e / subset)
 
     # 4. δ for T targets x 9 poison classes ------------------------------------------------------------------------
-    model = trained["fast network"].eval()
-    targets = 10 if quick else 100
-    images, tlabels = data.test.images[:targets], data.test.labels[:targets]
-    ours_s, matrix = timed(lambda: distance_matrix(model, images, tlabels, device=device, method="batched",
-                                                    show_progress=False), device)
-    loop_targets = 2 if quick else 10
+    if "delta" in jobs:
+        model = fast_model()
+        targets = 10 if quick else 100
+        images, tlabels = data.test.images[:targets], data.test.labels[:targets]
+        ours_s, matrix = timed(lambda: distance_matrix(model, images, tlabels, device=device, method="batched",
+                                                        show_progress=False), device)
+        loop_targets = 2 if quick else 10
 
-    def per_target():
-        return [[poisoning_distance(model, images[t], c, device=device).step for c in range(10) if c != int(tlabels[t])]
-                for t in range(loop_targets)]
+        def per_target():
+            return [[poisoning_distance(model, images[t], c, device=device).step for c in range(10)
+                     if c != int(tlabels[t])] for t in range(loop_targets)]
 
-    naive_s, steps = timed(per_target, device)
-    agree = np.mean([abs(a - b) <= 2e-4 or (math.isinf(a) and math.isinf(b)) for t in range(loop_targets)
-                     for a, b in zip(steps[t], [matrix.step[t, c] for c in range(10) if c != int(tlabels[t])])])
-    report(f"δ matrix, {targets} targets x 9 classes", ours_s, naive_s * targets / loop_targets, agreement=agree)
+        naive_s, steps = timed(per_target, device)
+        agree = np.mean([abs(a - b) <= 2e-4 or (math.isinf(a) and math.isinf(b)) for t in range(loop_targets)
+                         for a, b in zip(steps[t], [matrix.step[t, c] for c in range(10) if c != int(tlabels[t])])])
+        report(f"δ matrix, {targets} targets x 9 classes", ours_s, naive_s * targets / loop_targets, agreement=agree)
 
     # 5. one gradient-matching crafting ----------------------------------------------------------------------------
-    attack = AttackConfig.quick("gm", steps=20) if quick else AttackConfig.full("gm")
-    idx = poison_indices(data.train.labels, 1, attack.count(len(data.train)))
-    seconds, poisons = timed(lambda: craft(attack, model, data.test.images[3], 1, data.train.images[idx],
-                                           data.train.labels[idx], idx, device=device), device)
-    report(f"GM crafting, {len(idx)} poisons x {attack.steps} steps x {attack.restarts}", seconds, None,
-           poison_steps_per_s=len(idx) * attack.steps * attack.restarts / seconds)
+    if "gm" in jobs:
+        model = fast_model()
+        attack = AttackConfig.quick("gm", steps=20) if quick else AttackConfig.full("gm")
+        idx = poison_indices(data.train.labels, 1, attack.count(len(data.train)))
+        seconds, poisons = timed(lambda: craft(attack, model, data.test.images[3], 1, data.train.images[idx],
+                                               data.train.labels[idx], idx, device=device), device)
+        report(f"GM crafting, {len(idx)} poisons x {attack.steps} steps x {attack.restarts}", seconds, None,
+               poison_steps_per_s=len(idx) * attack.steps * attack.restarts / seconds)
 
     # 6. one validation: V victims retrained from scratch --------------------------------------------------------
-    victims = 2 if quick else 8
-    seconds, _ = timed(lambda: list(scratch_victims(data, data.train, fast_cfg, range(victims),
-                                                    data.test.images[3:4], device=device)), device)
-    base_run = next(r["baseline"] for r in rows if r["job"].startswith("train fast"))
-    report(f"validation: {victims} victims x {fast_cfg.epochs} ep (fast net)", seconds, base_run * victims)
-    stacked_cfg = dataclasses.replace(fast_cfg, stack=args.stack or victims)
-    stacked_s, _ = timed(lambda: list(scratch_victims(data, data.train, stacked_cfg, range(victims),
-                                                      data.test.images[3:4], device=device)), device)
-    report(f"  ...{stacked_cfg.stack} victims at a time as one grouped network", stacked_s, seconds)
+    if "validation" in jobs:
+        victims = 2 if quick else 8
+        seconds, _ = timed(lambda: list(scratch_victims(data, data.train, fast_cfg, range(victims),
+                                                        data.test.images[3:4], device=device)), device)
+        report(f"validation: {victims} victims x {fast_cfg.epochs} ep (fast net)", seconds,
+               naive_fast_run() * victims)
+        stacked_cfg = dataclasses.replace(fast_cfg, stack=args.stack or victims)
+        stacked_s, _ = timed(lambda: list(scratch_victims(data, data.train, stacked_cfg, range(victims),
+                                                          data.test.images[3:4], device=device)), device)
+        report(f"  ...{stacked_cfg.stack} victims at a time as one grouped network", stacked_s, seconds)
 
-    out = Path(args.out) if args.out else HERE / "measured" / \
-        f"{'cuda' if device.type == 'cuda' else 'cpu'}-{dt.date.today().isoformat()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": name, "torch": torch.__version__, "date": dt.datetime.now().isoformat(),
-                               "quick": quick, "tiled_from": tiled_from, "python": sys.version.split()[0], "rows": rows}, indent=2))
     print(f"wrote {out}")
     return 0
 
