@@ -235,6 +235,8 @@ def log_outcomes(log: ResultsLog, results: Iterable[tuple[int, torch.Tensor, tor
     """Drain a victim generator, appending the rows each victim produces as soon as it is done.
 
     ``rows(seed, target_logits, clean_accuracy)`` builds them; the clean test accuracy is computed once per victim.
+    Each row's ``seconds`` is the wall time since the previous victim was logged (with ``stack > 1`` a group's
+    training is counted toward its first victim).
     """
     start = time.perf_counter()
     for seed, target_logits, test_logits in progress(results, enable=show_progress, total=total, desc=desc,
