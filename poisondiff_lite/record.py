@@ -192,7 +192,8 @@ def record_trajectories(config: TrajectoryConfig, *, data: DataBundle | None = N
     data_on_device = data.to(device)
     eval_images = split.images.to(device)
     eval_labels = torch.as_tensor(traj.labels, device=device)
-    runs = progress(None, total=config.runs, initial=traj.completed, enable=show_progress, desc="clean runs", unit="run")
+    runs = progress(None, total=config.runs, initial=traj.completed, enable=show_progress, desc="clean runs",
+                    unit="run")
     start = time.perf_counter()
 
     def record_epoch(epoch: int, model: nn.Module, seeds: list[int]) -> None:

@@ -179,10 +179,9 @@ def train_fresh(data: DataBundle, cfg: TrainConfig, *, seed: int = 0, device: to
                 on_epoch_end: EpochCallback | None = None, show_progress: bool = True,
                 train_set: ImageDataset | None = None, desc: str = "training") -> tuple[Classifier, History]:
     """Build a model initialised from `seed` and train it on `data.train` (or `train_set`, e.g. a poisoned copy)."""
-    torch.manual_seed(seed)
-    model = build_model(cfg.model, data.num_classes, mean=data.mean, std=data.std)
-    history = train_model(model, train_set if train_set is not None else data.train, cfg, seed=seed, device=device,
-                          on_epoch_end=on_epoch_end, show_progress=show_progress, desc=desc)
+    callback = None if on_epoch_end is None else (lambda epoch, model, seeds: on_epoch_end(epoch, model))
+    [(_, model, history)] = next(train_fresh_many(data, cfg, [seed], device=device, on_epoch_end=callback,
+                                                  show_progress=show_progress, train_set=train_set, desc=desc))
     return model, history
 
 
@@ -214,7 +213,7 @@ def train_fresh_many(data: DataBundle, cfg: TrainConfig, seeds: Iterable[int], *
     seeds = [int(s) for s in seeds]
     train_set = train_set if train_set is not None else data.train
     stack = cfg.stack
-    if stack > 1 and seeds:
+    if stack > 1 and len(seeds) > 1:
         bad = unstackable_part(build_model(cfg.model, data.num_classes, mean=data.mean, std=data.std))
         if bad:
             warnings.warn(f"model {cfg.model!r} contains {bad}, which cannot be stacked: training its runs one at "
