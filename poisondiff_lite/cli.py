@@ -21,6 +21,11 @@ def _class(data, text: str) -> int:
     return data.class_index(int(text) if str(text).isdigit() else text)
 
 
+def _fast(train, args: argparse.Namespace):
+    """`train` (a `TrainConfig`) with the command line's speed options; they leave the experiment's identity alone."""
+    return dataclasses.replace(train, compile=args.compile, stack=args.stack)
+
+
 def _tutorial(args: argparse.Namespace) -> int:
     import papermill as pm
 
@@ -57,6 +62,7 @@ def _epa(args: argparse.Namespace) -> int:
 
     preset = TrajectoryConfig.full if args.full else TrajectoryConfig.quick
     config = preset(args.dataset, **({"runs": args.runs} if args.runs else {}))
+    config = dataclasses.replace(config, train=_fast(config.train, args))
     traj = record_trajectories(config, data_dir=args.data_dir, download=args.download, device=args.device,
                                show_progress=not args.no_progress, path=args.trajectory)
     scores = trajectory_metrics(traj)
@@ -77,8 +83,9 @@ def _metrics(args: argparse.Namespace) -> int:
     preset = TrajectoryConfig.full if args.full else TrajectoryConfig.quick
     config = preset(args.dataset)
     overrides = {k: v for k, v in (("runs", args.runs), ("seed0", args.seed)) if v is not None}
+    overrides["train"] = _fast(config.train, args)
     if args.epochs:
-        overrides["train"] = dataclasses.replace(config.train, epochs=args.epochs)
+        overrides["train"] = dataclasses.replace(overrides["train"], epochs=args.epochs)
     config = dataclasses.replace(config, **overrides)
     data = prepare_data(config, data_dir=args.data_dir, download=args.download)
     poison = None
@@ -114,6 +121,9 @@ def _study(args: argparse.Namespace) -> int:
     extra = {k: v for k, v in (("victims", args.victims), ("per_bucket", args.per_bucket),
                                ("extremes", args.extremes)) if v is not None}
     config = dataclasses.replace(config, attacks=attacks, target_class=target, poison_class=poison, **extra)
+    trajectory = dataclasses.replace(config.trajectory, train=_fast(config.trajectory.train, args))
+    config = dataclasses.replace(config, trajectory=trajectory,
+                                 victim=None if config.victim is None else _fast(config.victim, args))
     result = run_study(config, data=data, device=args.device, results_dir=args.results_dir,
                        show_progress=not args.no_progress)
     rows = result.per_target()
@@ -136,6 +146,9 @@ def _data_options(parser: argparse.ArgumentParser, full_help: str) -> None:
     parser.add_argument("--download", action="store_true", help="download the dataset when missing")
     parser.add_argument("--device", default="auto", help='"auto" | "cpu" | "cuda"')
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the models (speed only)")
+    parser.add_argument("--stack", type=int, default=1,
+                        help="train this many runs/victims at once as one grouped network (speed only; for a GPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:

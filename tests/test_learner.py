@@ -164,12 +164,28 @@ def test_headline_leaves_out_sweeps_and_compares_with_the_authors():
     (["study", "--dataset", "mnist"], "unknown dataset 'mnist'; valid choices: 'cifar10', 'tinyimagenet'"),
     (["study", "--poison-class", "aeroplane"], "unknown class name 'aeroplane'; valid choices: 'airplane'"),
     (["study", "--victims", "0"], "victims must be > 0"),
+    (["study", "--stack", "0"], "stack must be > 0"),
 ])
 def test_cli_study_bad_input_is_one_line(argv, message, capsys, tmp_path):
     code = main(argv + ["--out", str(tmp_path / "s.csv"), "--results-dir", str(tmp_path), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "studies").exists(), "nothing may be trained before the input is checked"
+
+
+def test_cli_speed_options_reach_the_recipe_but_not_the_experiment(monkeypatch, tmp_path):
+    import poisondiff_lite.record as record
+
+    seen = []
+
+    def stop_after_seeing(config, **kwargs):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(record, "record_trajectories", stop_after_seeing)
+    assert main(["epa", "--stack", "3", "--compile", "--out", str(tmp_path / "e.csv"), "--no-progress"]) == 130
+    assert seen[0].train.stack == 3 and seen[0].train.compile
+    assert seen[0].key() == pdl.TrajectoryConfig.quick().key()  # same experiment, same file as without them
 
 
 def test_tutorial_runs_notebooks_headlessly(monkeypatch, tmp_path):
