@@ -120,10 +120,10 @@ def _study(args: argparse.Namespace) -> int:
     target, poison = _class(data, args.target_class), _class(data, args.poison_class)
     extra = {k: v for k, v in (("victims", args.victims), ("per_bucket", args.per_bucket),
                                ("extremes", args.extremes)) if v is not None}
-    config = dataclasses.replace(config, attacks=attacks, target_class=target, poison_class=poison, **extra)
     trajectory = dataclasses.replace(config.trajectory, train=_fast(config.trajectory.train, args))
-    config = dataclasses.replace(config, trajectory=trajectory,
-                                 victim=None if config.victim is None else _fast(config.victim, args))
+    victim = None if config.victim is None else _fast(config.victim, args)
+    config = dataclasses.replace(config, attacks=attacks, target_class=target, poison_class=poison,
+                                 trajectory=trajectory, victim=victim, **extra)
     result = run_study(config, data=data, device=args.device, results_dir=args.results_dir,
                        show_progress=not args.no_progress)
     rows = result.per_target()

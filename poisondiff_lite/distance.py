@@ -83,12 +83,14 @@ def poisoning_distance(model: nn.Module, image: torch.Tensor, poison_class: int,
     with eval_mode(model):
         params = moved_parameters(model, last_layer_only)
         x = as_batch(image, device)
-        num_classes = model(x).shape[1]
+        logits = model(x)  # one forward pass serves the class check, the gradient and the clean prediction
+        num_classes = logits.shape[1]
         if not 0 <= poison_class < num_classes:
             raise InvalidChoiceError(f"poison_class must be in [0, {num_classes}), got {poison_class}")
+        pred_before = int(logits.argmax(1))
         saved = {k: p.detach().clone() for k, p in params.items()}
         try:
-            loss = F.cross_entropy(model(x), torch.tensor([poison_class], device=device))
+            loss = F.cross_entropy(logits, torch.tensor([poison_class], device=device))
             grads = torch.autograd.grad(loss, list(params.values()))
             grad_norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
 
@@ -98,8 +100,6 @@ def poisoning_distance(model: nn.Module, image: torch.Tensor, poison_class: int,
                     p.copy_(saved[name] - eta * g)
                 return int(model(x).argmax(1)) == poison_class
 
-            with torch.no_grad():
-                pred_before = int(model(x).argmax(1))
             if pred_before == poison_class:
                 step = 0.0
             else:

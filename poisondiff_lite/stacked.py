@@ -137,7 +137,7 @@ class StackedClassifier(nn.Module):
         if len(models) != self.members:
             raise InvalidChoiceError(f"{self.members} members but {len(models)} models to fill")
         for v, model in enumerate(models):
-            model.load_state_dict({k: t.clone() for k, t in self.member_state(v).items()})
+            model.load_state_dict(self.member_state(v))  # copies into the model's own tensors
         return models
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
