@@ -51,13 +51,18 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
                            nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
 
 
+def _accelerated(device: torch.device) -> bool:
+    """Whether the CUDA speed-ups (bf16 autocast, channels_last) apply on `device`; tests force them on a CPU."""
+    return device.type == "cuda"
+
+
 def _autocast(device: torch.device, cfg: TrainConfig) -> torch.autocast:
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=_accelerated(device) and cfg.bf16)
 
 
 def _prepare(images: torch.Tensor, device: torch.device, cfg: TrainConfig) -> torch.Tensor:
     x = images.float().div_(255.0)
-    if device.type == "cuda" and cfg.channels_last:
+    if _accelerated(device) and cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -94,7 +99,7 @@ def _fit(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, seeds: lis
     """
     device = get_device(device)
     model.to(device)
-    if device.type == "cuda" and cfg.channels_last:
+    if _accelerated(device) and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     train_set = train_set.to(device)
     # fresh models of one architecture reuse the compiled code (parameters are graph inputs): M runs or V victims

@@ -126,3 +126,32 @@ def test_recorder_with_stack_records_the_same_experiment(tmp_path):
     assert (stacked.preds >= 0).all()
     assert (stacked.preds == alone.preds).mean() > 0.95
     np.testing.assert_allclose(stacked.true_prob.astype(float), alone.true_prob.astype(float), atol=0.02)
+
+
+def test_cuda_precision_and_layout_path_records_what_fp32_records(tmp_path, monkeypatch):
+    """The GPU path (bf16 autocast + channels_last, stacked) run on a CPU: same experiment, fp32 results, sane runs."""
+    import poisondiff_lite.train as train_module
+
+    data = make_toy_bundle(96, 32)
+    config = TrajectoryConfig(train=TrainConfig.quick(epochs=3, batch_size=32), runs=2)
+    fp32 = record_trajectories(config, data=data, path=tmp_path / "fp32.npz", show_progress=False)
+
+    monkeypatch.setattr(train_module, "_accelerated", lambda device: True)
+    dtypes = []
+    hook = nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: dtypes.append(out.dtype) if isinstance(module, nn.Conv2d) else None)
+    try:
+        accelerated_config = dataclasses.replace(config, train=dataclasses.replace(config.train, stack=2))
+        fast = record_trajectories(accelerated_config, data=data, path=tmp_path / "fast.npz", show_progress=False)
+        model, history = train_fresh(data, config.train, seed=0, show_progress=False)
+    finally:
+        hook.remove()
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # autocast really ran the convolutions in bf16
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.dtype == torch.float32  # master weights stay fp32
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(np.isfinite(history.loss)) and history.loss[-1] < history.loss[0]
+    assert fast.completed == 2 and fast.true_prob.dtype == fp32.true_prob.dtype
+    assert (fast.preds == fp32.preds).mean() > 0.9  # bf16 rounding moves few predictions on a learnable problem
+    gap = np.abs(fast.true_prob.astype(float) - fp32.true_prob.astype(float))
+    assert gap.mean() < 0.02 and gap.max() < 0.25
