@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick         # force the small sizes (a few minutes on 2 CPU cores)
     python benchmarks/run.py --compile       # also try torch.compile for the training runs
     python benchmarks/run.py --jobs train,delta   # only some jobs (a GPU run split over several calls)
+    python benchmarks/run.py --demands       # what the H100 targets demand (arithmetic; no timing, any machine)
 
 Each line times one job of the tutorial with the package and with a naive baseline doing the same work:
 
@@ -116,20 +117,58 @@ def naive_train(data: pdl.DataBundle, cfg: pdl.TrainConfig, epochs: int, device:
     return seconds / epochs
 
 
-def flops_per_image(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device) -> float:
-    """Forward + backward FLOPs of one training image (torch.utils.flop_counter)."""
+def flops_per_image(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device, *,
+                    backward: bool = True) -> float:
+    """FLOPs of one image: forward + backward (a training step), or forward only (torch.utils.flop_counter)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.rand(8, *shape, device=device)
     model = model.to(device).train()
     counter = FlopCounterMode(display=False)
     with counter:
-        model(x).sum().backward()
+        out = model(x).sum()
+        if backward:
+            out.backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / 8
 
 
 FULL_SIZES = (50_000, 10_000)  # CIFAR-10's train and test splits
+
+# issue 5's H100 targets that follow from arithmetic: (job, recipe, runs, test images evaluated per epoch, seconds)
+TARGETS = (
+    ("clean run, fast network (TrainConfig.fast)", pdl.TrainConfig.fast(), 1, 0, 5.0),
+    ("clean run, ResNet-18, 40 epochs", pdl.TrainConfig.full(), 1, 0, 60.0),
+    ("EPA: 8 runs x 40 epochs, fast network, recorded", pdl.TrainConfig.fast(epochs=40), 8, 10_000, 60.0),
+)
+
+
+def target_demands(flops=flops_per_image, train_images: int = FULL_SIZES[0], peak: float = BF16_PEAK["H100"],
+                   shape: tuple[int, ...] = (3, 32, 32)) -> list[dict]:
+    """What each target asks of the GPU: total FLOPs, the share of the bf16 peak it needs, the time per step it allows.
+
+    Arithmetic, not a measurement: it says which targets are compute-bound (a large share of the peak) and which are
+    bound by per-step overhead (a few ms per optimiser step), i.e. what the GPU run will test.
+    """
+    rows = []
+    for job, cfg, runs, eval_images, seconds in TARGETS:
+        model = pdl.build_model(cfg.model, 10)
+        train = flops(model, shape, torch.device("cpu"))
+        forward = flops(model, shape, torch.device("cpu"), backward=False) if eval_images else 0.0
+        total = runs * cfg.epochs * (train_images * train + eval_images * forward)
+        steps = runs * cfg.epochs * math.ceil(train_images / cfg.batch_size)
+        rows.append({"job": job, "target_s": seconds, "pflop": total / 1e15, "tflop_per_s": total / seconds / 1e12,
+                     "peak_share": total / seconds / peak, "steps": steps, "ms_per_step": 1000 * seconds / steps})
+    return rows
+
+
+def print_demands() -> None:
+    print(f"what issue 5's H100 targets demand ({FULL_SIZES[0]:,} training images; bf16 dense peak "
+          f"{BF16_PEAK['H100'] / 1e12:.0f} TFLOP/s) - arithmetic, not a measurement:")
+    for row in target_demands():
+        print(f"  {row['job']:50s} <= {row['target_s']:4.0f} s: {row['pflop']:6.2f} PFLOP -> "
+              f"{row['tflop_per_s']:5.0f} TFLOP/s = {100 * row['peak_share']:4.1f} % of peak; "
+              f"{row['steps']:6d} steps -> <= {row['ms_per_step']:.2f} ms/step")
 
 
 def tiled(data: pdl.DataBundle, train: int, test: int) -> pdl.DataBundle:
@@ -165,7 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", default=",".join(JOBS),
                         help=f"comma-separated subset of {','.join(JOBS)} (default: all), e.g. to split a long GPU run")
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/measured/<device>-<date>.json)")
+    parser.add_argument("--demands", action="store_true",
+                        help="only print what the H100 targets demand (FLOPs, share of peak, ms per step) and exit")
     args = parser.parse_args(argv)
+    if args.demands:
+        print_demands()
+        return 0
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
     unknown = sorted(set(jobs) - set(JOBS))
     if unknown:

@@ -241,23 +241,24 @@ def signed_adam(objective: Objective, base: torch.Tensor, cfg: AttackConfig, *, 
         delta.requires_grad_(True)
         optimizer = torch.optim.Adam([delta], lr=cfg.step_size * cfg.eps)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
-        losses = []
-        for _ in range(cfg.steps):
-            total = 0.0
+        step_losses = []  # kept on the device: reading each one would make the host wait for the GPU every step
+        for step in range(cfg.steps):
+            total = torch.zeros((), device=base.device)
             grad = torch.zeros_like(delta)
             for idx in batches:
                 loss = objective(base[idx] + delta[idx], idx, gen)
                 grad[idx] += torch.autograd.grad(loss, delta)[0][idx]
-                total += float(loss.detach()) * len(idx) / n
+                total += loss.detach() * (len(idx) / n)
             delta.grad = grad.sign_()
             optimizer.step()
             scheduler.step()
             with torch.no_grad():
                 _project(delta, base, cfg.eps)
-            losses.append(total)
+            step_losses.append(total)
             next(ticks, None)
-            if show_progress and hasattr(bar, "set_postfix"):
-                bar.set_postfix(restart=restart + 1, loss=f"{total:.4f}")
+            if show_progress and hasattr(bar, "set_postfix") and (step % 10 == 0 or step == cfg.steps - 1):
+                bar.set_postfix(restart=restart + 1, loss=f"{float(total):.4f}")
+        losses = torch.stack(step_losses).tolist() if step_losses else []
         final = sum(float(objective(base[idx] + delta[idx], idx, gen).detach()) * len(idx) / n for idx in batches)
         restart_losses.append(final)
         if final < best[0]:

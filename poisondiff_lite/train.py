@@ -6,6 +6,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .augment import augment_batch
+from .augment import AugmentDraw, to_device
 from .config import TrainConfig
 from .data import DataBundle, ImageDataset
 from .models import Classifier, build_model
@@ -56,12 +57,28 @@ def _accelerated(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
+@contextmanager
+def _cudnn_autotune(device: torch.device) -> Iterator[None]:
+    """On CUDA, let cuDNN time its convolution algorithms once per shape (grouped convolutions of stacked runs gain
+    most); the global setting is restored afterwards."""
+    if not _accelerated(device):
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def _autocast(device: torch.device, cfg: TrainConfig) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=_accelerated(device) and cfg.bf16)
 
 
 def _prepare(images: torch.Tensor, device: torch.device, cfg: TrainConfig) -> torch.Tensor:
-    x = images.float().div_(255.0)
+    """uint8 images as floats in [0, 1] of the default dtype (float32 unless a test asks for float64)."""
+    x = images.to(torch.get_default_dtype()).div_(255.0)
     if _accelerated(device) and cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
@@ -98,6 +115,12 @@ def _fit(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, seeds: lis
     mean losses, so each member's gradient is its own.
     """
     device = get_device(device)
+    with _cudnn_autotune(device):
+        return _fit_on(model, train_set, cfg, seeds, device, on_epoch_end, show_progress, desc)
+
+
+def _fit_on(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, seeds: list[int], device: torch.device,
+            on_epoch_end: EpochCallback | None, show_progress: bool, desc: str) -> list[History]:
     model.to(device)
     if _accelerated(device) and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -116,7 +139,11 @@ def _fit(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, seeds: lis
     for epoch in epochs:
         start = time.perf_counter()
         model.train()
-        orders = [torch.randperm(n, generator=g).to(device) for g in generators]
+        # the epoch's data order, crops and flips, drawn per member and copied to the device once: a copy per batch
+        # would make the host wait for the GPU at every step
+        orders = [to_device(torch.randperm(n, generator=g), device) for g in generators]
+        draws = [AugmentDraw.draw(n, crop_padding=cfg.crop_padding, flip=cfg.flip, generator=g, device=device)
+                 for g in generators]
         loss_sum = torch.zeros(members, device=device)
         correct = torch.zeros(members, device=device, dtype=torch.long)
         seen = 0
@@ -125,12 +152,12 @@ def _fit(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, seeds: lis
             batches = [order[begin:begin + cfg.batch_size] for order in orders]
             if len(batches[0]) < 2:  # BatchNorm cannot train on a single example
                 continue
-            images = torch.cat([augment_batch(train_set.images[idx], crop_padding=cfg.crop_padding, flip=cfg.flip,
-                                              generator=g) for idx, g in zip(batches, generators)], dim=1)
+            images = torch.cat([draw[begin:begin + cfg.batch_size].apply(train_set.images[idx])
+                                for idx, draw in zip(batches, draws)], dim=1)
             labels = torch.stack([train_set.labels[idx] for idx in batches], dim=1)  # (B, V)
             with _autocast(device, cfg):
                 logits = forward(_prepare(images, device, cfg))
-            logits = logits.float().reshape(labels.shape + (-1,))  # (B, V, K)
+            logits = logits.to(torch.get_default_dtype()).reshape(labels.shape + (-1,))  # (B, V, K), fp32 from bf16
             losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none",
                                      label_smoothing=cfg.label_smoothing).view(labels.shape).mean(0)
             optimizer.zero_grad(set_to_none=True)

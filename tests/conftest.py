@@ -56,7 +56,11 @@ def toy_bundle():
 
 
 def make_toy_bundle(train: int = 64, test: int = 32):
-    """A learnable 4-class problem of 16x16 images: class k has a bright square in quadrant k."""
+    """A learnable 4-class problem of 16x16 images: class k has a bright square in quadrant k.
+
+    Not flip-invariant (a horizontal flip swaps classes 0 and 1, 2 and 3): train with ``flip=False`` where a test
+    needs the model to learn it.
+    """
     import torch
 
     from poisondiff_lite.data import DataBundle, ImageDataset

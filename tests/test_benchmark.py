@@ -36,3 +36,29 @@ def test_naive_baseline_dataset_yields_float_images_in_unit_range():
     image, label = bench.NaiveCifar(data.train.images, data.train.labels, cfg)[1]
     assert image.dtype == torch.float32 and image.shape == (3, 16, 16)
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0 and label == int(data.train.labels[1])
+
+
+def test_flops_per_image_counts_a_linear_layer_by_hand():
+    bench = load_script()
+    layer = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5, bias=False))
+    cpu = torch.device("cpu")
+    assert bench.flops_per_image(layer, (3, 4, 4), cpu, backward=False) == 2 * 48 * 5
+    # backward: only the weight gradient (the input needs none), as many FLOPs again
+    assert bench.flops_per_image(layer, (3, 4, 4), cpu) == 2 * (2 * 48 * 5)
+
+
+def test_target_demands_arithmetic():
+    bench = load_script()
+
+    def flops(model, shape, device, backward=True):
+        return 3.0 if backward else 1.0  # per image: a training step costs three forward passes
+
+    rows = {row["job"]: row for row in bench.target_demands(flops, train_images=1000, peak=1e6)}
+    epa = rows["EPA: 8 runs x 40 epochs, fast network, recorded"]
+    total = 8 * 40 * (1000 * 3.0 + 10_000 * 1.0)  # training steps plus the recorder's test-set pass each epoch
+    assert epa["pflop"] == total / 1e15
+    assert epa["peak_share"] == total / 60.0 / 1e6
+    assert epa["steps"] == 8 * 40 * 2  # batches of 512: two per epoch of 1,000 images
+    resnet = rows["clean run, ResNet-18, 40 epochs"]
+    assert resnet["steps"] == 40 * 8 and resnet["ms_per_step"] == 60_000 / 320  # batches of 128
+    assert resnet["pflop"] == 40 * 1000 * 3.0 / 1e15  # no test-set pass in a clean run

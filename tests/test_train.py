@@ -83,8 +83,9 @@ def test_cuda_on_cpu_machine_names_the_fix():
 
 
 def test_toy_training_learns(toy_bundle):
-    model, history = train_fresh(toy_bundle, TrainConfig.quick(epochs=8, batch_size=16), seed=0, device="cpu",
-                                 show_progress=False)
+    # no flips: a horizontal flip turns the toy's classes 0 <-> 1 and 2 <-> 3 into each other
+    model, history = train_fresh(toy_bundle, TrainConfig.quick(epochs=8, batch_size=16, flip=False), seed=0,
+                                 device="cpu", show_progress=False)
     assert history.loss[-1] < history.loss[0]
     assert accuracy(model, toy_bundle.test, device="cpu") >= 0.9  # chance is 0.25
 
@@ -94,3 +95,23 @@ def test_cifar_quick_run_beats_chance(cifar):
     model, history = train_fresh(cifar, TrainConfig.quick(epochs=3), seed=0, device="cpu", show_progress=False)
     assert len(history.loss) == 3 and history.loss[-1] < history.loss[0]
     assert accuracy(model, cifar.test, device="cpu") > 0.3  # chance is 0.1
+
+
+def test_augmentation_is_drawn_once_per_epoch_and_member_not_per_batch(monkeypatch):
+    """A per-batch host-to-GPU copy of random numbers makes the host wait for the GPU at every step."""
+    import dataclasses
+
+    from conftest import make_toy_bundle
+    from poisondiff_lite import augment
+    from poisondiff_lite.train import train_fresh_many
+
+    calls = []
+    original = augment.AugmentDraw.draw.__func__
+    monkeypatch.setattr(augment.AugmentDraw, "draw",
+                        classmethod(lambda cls, n, **kw: calls.append(n) or original(cls, n, **kw)))
+    cfg = TrainConfig.quick(epochs=3, batch_size=16)  # 96 images: 6 batches per epoch
+    for stack in (1, 2):
+        calls.clear()
+        list(train_fresh_many(make_toy_bundle(96, 16), dataclasses.replace(cfg, stack=stack), [0, 1],
+                              device="cpu", show_progress=False))
+        assert calls == [96] * 6  # 3 epochs x 2 runs, each draw covering the whole epoch
