@@ -12,13 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
-def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """Copy a CPU tensor to `device`; on CUDA through pinned memory, so the host does not wait for the GPU."""
-    device = torch.device(device)
-    if device.type == "cuda" and tensor.device.type == "cpu":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
+from .utils import to_device
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .augment import AugmentDraw, to_device
+from .augment import AugmentDraw
 from .config import TrainConfig
 from .data import DataBundle, ImageDataset
 from .models import Classifier, build_model
-from .utils import eval_mode, get_device, progress
+from .utils import eval_mode, get_device, progress, to_device
 
 EpochCallback = Callable[[int, nn.Module], None]
 
@@ -53,7 +53,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
 
 
 def _accelerated(device: torch.device) -> bool:
-    """Whether the CUDA speed-ups (bf16 autocast, channels_last) apply on `device`; tests force them on a CPU."""
+    """Whether the CUDA speed-ups (bf16 autocast, channels_last, cuDNN autotuning) apply on `device`; tests force
+    them on a CPU."""
     return device.type == "cuda"
 
 

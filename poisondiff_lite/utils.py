@@ -44,6 +44,14 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Copy a CPU tensor to `device`; on CUDA through pinned memory, so the host does not wait for the GPU."""
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 @contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """Run a block with `model` in eval mode; its train/eval mode is restored afterwards, also after an error."""
