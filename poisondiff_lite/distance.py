@@ -219,17 +219,30 @@ def _batched_pairs(model: nn.Module, xs: torch.Tensor, pairs: list[tuple[int, in
         def evaluate(rows: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
             return evaluator.predictions({k: g[rows] for k, g in grads.items()}, xs[t_idx[rows]], eta)
 
-        steps = _lockstep_search(evaluate, targets, len(block), device, alpha, m_init, max_doublings)
+        steps = _lockstep_search(evaluate, targets, len(block), device, alpha, m_init, max_doublings).cpu().numpy()
+        norms = norms.cpu().numpy()  # one copy per chunk, not one wait for the GPU per pair
         for j, (t, c) in enumerate(block):
-            out["step"][t, c] = float(steps[j])
-            out["grad_norm"][t, c] = float(norms[j])
-            out["distance"][t, c] = float(steps[j] * norms[j])
+            out["step"][t, c] = steps[j]
+            out["grad_norm"][t, c] = norms[j]
+            out["distance"][t, c] = steps[j] * norms[j]
+
+
+CPU_CHUNK_BYTES = 1 << 28  # 256 MiB of per-pair parameter copies per chunk on a CPU
+
+
+def chunk_bytes(device: torch.device) -> int:
+    """Default memory for one chunk of pairs: a quarter of the GPU's free memory (the estimate counts the gradients
+    and the stepped copy, not the activations and vmap's work space), 256 MiB on a CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(CPU_CHUNK_BYTES, free // 4)
+    return CPU_CHUNK_BYTES
 
 
 def distance_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | np.ndarray, *,
                     poison_classes: list[int] | None = None, last_layer_only: bool = False, alpha: float = 1e-4,
                     m_init: float = 1.0, max_doublings: int = 40, device: torch.device | str = "auto",
-                    max_chunk_bytes: int = 1 << 28, method: str = "auto",
+                    max_chunk_bytes: int | None = None, method: str = "auto",
                     show_progress: bool = True) -> DistanceMatrix:
     """δ for every target x poison class.
 
@@ -238,7 +251,8 @@ def distance_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     images : targets, uint8 ``(T, 3, H, W)`` (or float in [0, 1]).
     labels : their true labels ``(T,)``; the pair (target, own label) is skipped (NaN).
     poison_classes : the classes to test (default: all).
-    max_chunk_bytes : memory for the per-pair parameter copies of one chunk (pairs are processed in chunks).
+    max_chunk_bytes : memory for the per-pair parameter copies of one chunk (pairs are processed in chunks; the
+        more pairs per chunk, the fewer lockstep passes). Default: a quarter of the free GPU memory, 256 MiB on a CPU.
     method : ``"batched"`` (pairs in lockstep with `torch.func`, never copying the model per target), ``"loop"``
         (`poisoning_distance` pair by pair), or ``"auto"``: batched on a GPU, the loop on a CPU, where vmapped
         convolutions with per-pair weights are slower than the plain loop (benchmarks/RESULTS.md). Both give the
@@ -276,6 +290,7 @@ def distance_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
                 out["step"][t, c], out["grad_norm"][t, c] = result.step, result.grad_norm
                 out["distance"][t, c] = result.distance
         else:
-            _batched_pairs(model, xs, pairs, out, last_layer_only, alpha, m_init, max_doublings, device,
-                           max_chunk_bytes, show_progress)
+            budget = chunk_bytes(device) if max_chunk_bytes is None else max_chunk_bytes
+            _batched_pairs(model, xs, pairs, out, last_layer_only, alpha, m_init, max_doublings, device, budget,
+                           show_progress)
     return DistanceMatrix(out["step"], out["grad_norm"], out["distance"], pred_before, labels_np, last_layer_only)

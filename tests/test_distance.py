@@ -159,3 +159,13 @@ def test_train_mode_survives_a_refused_poison_class(call):
         else:
             distance_matrix(model, image[None], [0], poison_classes=[9], device="cpu", show_progress=False)
     assert model.training
+
+
+def test_chunk_memory_is_a_quarter_of_free_gpu_memory_and_256_mib_on_a_cpu(monkeypatch):
+    from poisondiff_lite import distance
+
+    assert distance.chunk_bytes(torch.device("cpu")) == 1 << 28
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 << 30, 80 << 30))
+    assert distance.chunk_bytes(torch.device("cuda")) == 10 << 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 28, 80 << 30))  # a nearly full GPU
+    assert distance.chunk_bytes(torch.device("cuda")) == 1 << 28
