@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help='"auto" | "cpu" | "cuda"')
     parser.add_argument("--quick", action="store_true", help="small sizes (the default on a CPU)")
     parser.add_argument("--data-dir", default=None, help="dataset folder (else $POISONDIFF_DATA, else data/)")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
+    parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                        help='also time torch.compile\'d training (optionally in a mode, e.g. "reduce-overhead")')
     parser.add_argument("--stack", type=int, default=0,
                         help="runs/victims per grouped network in the stacked lines (default: all of them)")
     parser.add_argument("--jobs", default=",".join(JOBS),
@@ -279,12 +280,13 @@ def main(argv: list[str] | None = None) -> int:
                 extra["bf16_peak_share"] = flops * images_per_s / peak
             report(f"train {label} ({cfg.epochs} ep, {len(data.train)} img)", seconds, naive_run[label], **extra)
             if args.compile:
-                compiled_cfg = dataclasses.replace(cfg, compile=True)
+                compiled_cfg = dataclasses.replace(cfg, compile=args.compile)
                 warm, _ = timed(lambda: pdl.train_fresh(data, compiled_cfg, seed=1, device=device,
                                                         show_progress=False), device)
                 again, _ = timed(lambda: pdl.train_fresh(data, compiled_cfg, seed=2, device=device,
                                                          show_progress=False), device)
-                report(f"  ...torch.compile (2nd run; 1st {warm:.1f} s)", again, seconds, img_per_s=len(data.train) *
+                mode = f" {args.compile}" if isinstance(args.compile, str) else ""
+                report(f"  ...torch.compile{mode} (2nd run; 1st {warm:.1f} s)", again, seconds, img_per_s=len(data.train) *
                        cfg.epochs / again)
 
     # 2. an EPA experiment: the recorder's overhead, and stacking ----------------------------------------------------

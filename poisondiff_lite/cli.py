@@ -146,7 +146,8 @@ def _data_options(parser: argparse.ArgumentParser, full_help: str) -> None:
     parser.add_argument("--download", action="store_true", help="download the dataset when missing")
     parser.add_argument("--device", default="auto", help='"auto" | "cpu" | "cuda"')
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the models (speed only)")
+    parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                        help='torch.compile the models, optionally in a mode such as "reduce-overhead" (speed only)')
     parser.add_argument("--stack", type=int, default=1,
                         help="train this many runs/victims at once as one grouped network (speed only; for a GPU)")
 

@@ -13,6 +13,7 @@ from .data import dataset_names
 from .models import model_names
 
 SCHEDULES = ("constant", "step", "onecycle")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 EVAL_SPLITS = ("test", "train")
 
 
@@ -37,7 +38,7 @@ class TrainConfig:
     eval_batch_size: int = 1000  # batch size for evaluation passes
     bf16: bool = True  # bf16 autocast (CUDA only)
     channels_last: bool = True  # channels_last memory format (CUDA only)
-    compile: bool = False  # torch.compile the model (a speed option: not part of the experiment's hash)
+    compile: bool | str = False  # torch.compile the model; or a mode, e.g. "reduce-overhead" (speed only, not hashed)
     stack: int = 1  # train this many runs or victims at once as one grouped network (speed option, see stacked.py)
 
     def __post_init__(self) -> None:
@@ -49,6 +50,8 @@ class TrainConfig:
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_positive("crop_padding", self.crop_padding, allow_zero=True)
         check_positive("stack", self.stack)
+        if isinstance(self.compile, str):
+            check_choice("compile mode", self.compile, COMPILE_MODES)
 
     @classmethod
     def full(cls, **overrides: Any) -> TrainConfig:

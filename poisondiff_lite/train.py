@@ -128,7 +128,10 @@ def _fit_on(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, seeds: 
     train_set = train_set.to(device)
     # fresh models of one architecture reuse the compiled code (parameters are graph inputs): M runs or V victims
     # pay the compilation once per process
-    forward = torch.compile(model) if cfg.compile else model
+    # ("reduce-overhead" replays the forward and backward kernels as CUDA graphs: for many small steps)
+    forward = model
+    if cfg.compile:
+        forward = torch.compile(model, mode=cfg.compile if isinstance(cfg.compile, str) else None)
     members = len(seeds)
     n = len(train_set)
     steps_per_epoch = math.ceil(n / cfg.batch_size)

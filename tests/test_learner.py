@@ -184,8 +184,15 @@ def test_cli_speed_options_reach_the_recipe_but_not_the_experiment(monkeypatch, 
 
     monkeypatch.setattr(record, "record_trajectories", stop_after_seeing)
     assert main(["epa", "--stack", "3", "--compile", "--out", str(tmp_path / "e.csv"), "--no-progress"]) == 130
-    assert seen[0].train.stack == 3 and seen[0].train.compile
+    assert seen[0].train.stack == 3 and seen[0].train.compile is True
     assert seen[0].key() == pdl.TrajectoryConfig.quick().key()  # same experiment, same file as without them
+    assert main(["epa", "--compile", "reduce-overhead", "--out", str(tmp_path / "e.csv"), "--no-progress"]) == 130
+    assert seen[1].train.compile == "reduce-overhead" and seen[1].key() == seen[0].key()
+
+
+def test_cli_unknown_compile_mode_lists_the_modes(tmp_path, capsys):
+    assert main(["epa", "--compile", "fastest", "--out", str(tmp_path / "e.csv"), "--no-progress"]) == 2
+    assert "reduce-overhead" in capsys.readouterr().err
 
 
 def test_tutorial_runs_notebooks_headlessly(monkeypatch, tmp_path):

@@ -115,3 +115,17 @@ def test_augmentation_is_drawn_once_per_epoch_and_member_not_per_batch(monkeypat
         list(train_fresh_many(make_toy_bundle(96, 16), dataclasses.replace(cfg, stack=stack), [0, 1],
                               device="cpu", show_progress=False))
         assert calls == [96] * 6  # 3 epochs x 2 runs, each draw covering the whole epoch
+
+
+def test_compile_mode_reaches_torch_compile(monkeypatch):
+    import poisondiff_lite.train as train_module
+    from conftest import make_toy_bundle
+
+    modes = []
+    monkeypatch.setattr(train_module.torch, "compile", lambda model, mode=None: modes.append(mode) or model)
+    for compile_option in (True, "reduce-overhead"):
+        train_fresh(make_toy_bundle(32, 8), TrainConfig.quick(epochs=1, batch_size=16, compile=compile_option),
+                    device="cpu", show_progress=False)
+    assert modes == [None, "reduce-overhead"]
+    with pytest.raises(InvalidChoiceError, match="max-autotune"):
+        TrainConfig(compile="fastest")
