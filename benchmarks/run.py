@@ -286,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                 again, _ = timed(lambda: pdl.train_fresh(data, compiled_cfg, seed=2, device=device,
                                                          show_progress=False), device)
                 mode = f" {args.compile}" if isinstance(args.compile, str) else ""
-                report(f"  ...torch.compile{mode} (2nd run; 1st {warm:.1f} s)", again, seconds, img_per_s=len(data.train) *
-                       cfg.epochs / again)
+                report(f"  ...torch.compile{mode} (2nd run; 1st {warm:.1f} s)", again, seconds,
+                       img_per_s=len(data.train) * cfg.epochs / again)
 
     # 2. an EPA experiment: the recorder's overhead, and stacking ----------------------------------------------------
     if "record" in jobs:

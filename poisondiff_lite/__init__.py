@@ -21,8 +21,8 @@ from .utils import get_device, resolve_quick, resolve_results_dir, seed_everythi
 __version__ = "0.1.0"
 
 __all__ = [
-    "ATTACKS", "AttackConfig", "HeadConfig", "exercises", "Poisons", "StudyConfig", "StudyResults", "asr_interval", "craft",
-    "find_studies", "format_table", "insert_poisons", "load_study", "poison_indices", "register_dataset",
+    "ATTACKS", "AttackConfig", "HeadConfig", "Poisons", "StudyConfig", "StudyResults", "asr_interval", "craft",
+    "exercises", "find_studies", "format_table", "insert_poisons", "load_study", "poison_indices", "register_dataset",
     "register_model", "run_study",
     "DataBundle", "DatasetCorruptError", "DatasetNotFoundError", "DeviceUnavailableError", "History", "ImageDataset",
     "InvalidChoiceError", "MODELS", "PoisonDiffError", "ResultsFileError", "TrainConfig", "Trajectory",

@@ -274,8 +274,9 @@ def distance_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         if len(labels_np) != len(xs):
             raise InvalidChoiceError(f"got {len(xs)} images but {len(labels_np)} labels")
         with torch.no_grad():
-            pred_before = model(xs).argmax(1).cpu().numpy()
-            num_classes = int(model(xs[:1]).shape[1])
+            logits = model(xs)  # one forward pass gives the clean predictions and the class count
+        pred_before = logits.argmax(1).cpu().numpy()
+        num_classes = int(logits.shape[1])
         classes = list(range(num_classes)) if poison_classes is None else [int(c) for c in poison_classes]
         for c in classes:
             if not 0 <= c < num_classes:

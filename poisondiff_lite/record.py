@@ -217,9 +217,9 @@ def record_trajectories(config: TrajectoryConfig, *, data: DataBundle | None = N
             traj.seconds[run] = seconds
             if keep_models:
                 model_path = path.with_name(f"{path.stem}.run{run}.pt")
-                state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-                atomic_write(model_path, lambda f: torch.save({"config": config.to_dict(), "run": run, "state": state},
-                                                              f))
+                saved = {"config": config.to_dict(), "run": run,
+                         "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+                atomic_write(model_path, lambda f: torch.save(saved, f))
         traj.completed = group[-1][0] - config.seed0 + 1
         traj.save(path)
         runs.update(len(group))

@@ -1,14 +1,16 @@
 """Training loop, schedules, augmentation, models and device handling."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from poisondiff_lite import (MODELS, DeviceUnavailableError, InvalidChoiceError, TrainConfig, accuracy, build_model,
-                             get_device, train_fresh)
+from conftest import make_toy_bundle
+from poisondiff_lite import (MODELS, DeviceUnavailableError, InvalidChoiceError, TrainConfig, accuracy, augment,
+                             build_model, get_device, train_fresh)
 from poisondiff_lite.augment import random_crop, random_flip
-from poisondiff_lite.train import lr_factor
+from poisondiff_lite.train import lr_factor, train_fresh_many
 
 
 def test_random_crop_matches_per_image_slicing():
@@ -99,12 +101,6 @@ def test_cifar_quick_run_beats_chance(cifar):
 
 def test_augmentation_is_drawn_once_per_epoch_and_member_not_per_batch(monkeypatch):
     """A per-batch host-to-GPU copy of random numbers makes the host wait for the GPU at every step."""
-    import dataclasses
-
-    from conftest import make_toy_bundle
-    from poisondiff_lite import augment
-    from poisondiff_lite.train import train_fresh_many
-
     calls = []
     original = augment.AugmentDraw.draw.__func__
     monkeypatch.setattr(augment.AugmentDraw, "draw",
@@ -119,7 +115,6 @@ def test_augmentation_is_drawn_once_per_epoch_and_member_not_per_batch(monkeypat
 
 def test_compile_mode_reaches_torch_compile(monkeypatch):
     import poisondiff_lite.train as train_module
-    from conftest import make_toy_bundle
 
     modes = []
     monkeypatch.setattr(train_module.torch, "compile", lambda model, mode=None: modes.append(mode) or model)
