@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick         # force the small sizes (a few minutes on 2 CPU cores)
     python benchmarks/run.py --compile       # also try torch.compile for the training runs
     python benchmarks/run.py --jobs train,delta   # only some jobs (a GPU run split over several calls)
+    python benchmarks/run.py --jobs train --models fast --compile   # the train job for one network only
     python benchmarks/run.py --demands       # what the H100 targets demand (arithmetic; no timing, any machine)
 
 Each line times one job of the tutorial with the package and with a naive baseline doing the same work:
@@ -204,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs/victims per grouped network in the stacked lines (default: all of them)")
     parser.add_argument("--jobs", default=",".join(JOBS),
                         help=f"comma-separated subset of {','.join(JOBS)} (default: all), e.g. to split a long GPU run")
+    parser.add_argument("--models", default="fast,resnet",
+                        help='comma-separated networks for the train job: "fast", "resnet" (default: both)')
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/measured/<device>-<date>.json)")
     parser.add_argument("--demands", action="store_true",
                         help="only print what the H100 targets demand (FLOPs, share of peak, ms per step) and exit")
@@ -267,7 +270,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. clean training, fast network and ResNet-18 ---------------------------------------------------------------
     if "train" in jobs:
+        wanted = {m.strip() for m in args.models.split(",") if m.strip()}
+        if not wanted <= {"fast", "resnet"}:
+            parser.error(f"unknown model(s) in --models {args.models!r}; choose from fast, resnet")
         for label, cfg in (("fast network", fast_cfg), ("ResNet-18", resnet_cfg)):
+            if ("fast" if cfg is fast_cfg else "resnet") not in wanted:
+                continue
             seconds, (model, history) = timed(lambda cfg=cfg: pdl.train_fresh(data, cfg, seed=0, device=device,
                                                                                show_progress=False), device)
             trained[label] = model
