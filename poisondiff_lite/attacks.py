@@ -10,7 +10,8 @@ perturbation with step ``step_size * eps``, the step divided by 10 at 3/8, 5/8 a
 initialisation, projection after every step, differentiable crop + flip augmentation while crafting, and several
 restarts keeping the one with the lowest final loss. They differ only in the loss:
 
-- ``gm``: 1 − cos(∇_w CE(f(x_t), y_adv), ∇_w CE(f(aug(x_p + Δ)), y_p)) over all trainable parameters (Geiping et al. 2021);
+- ``gm``: 1 − cos(∇_w CE(f(x_t), y_adv), ∇_w CE(f(aug(x_p + Δ)), y_p)) over the parameters the victim trains: all of
+  them from scratch, the linear head in the transfer setting (Geiping et al. 2021);
 - ``bp``: ‖mean_j φ(x_j + Δ_j) − φ(x_t)‖² / ‖φ(x_t)‖², φ the penultimate features (Aghakhani et al. 2021);
 - ``fc``: mean_j ‖φ(x_j + Δ_j) − φ(x_t)‖² / ‖φ(x_t)‖², each poison collides on its own (Shafahi et al. 2018), here with
   the l∞ bound of the poisoning benchmark instead of the original l2 penalty.
@@ -163,8 +164,13 @@ def _augmenter(cfg: AttackConfig) -> Callable[[torch.Tensor, torch.Generator], t
 
 def gradient_matching_objective(model: nn.Module, target: torch.Tensor, adv_class: int, base_labels: torch.Tensor,
                                 cfg: AttackConfig) -> Objective:
-    """1 − cosine between the target's adversarial gradient and the poisons' training gradient (all parameters)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """1 − cosine between the target's adversarial gradient and the poisons' training gradient.
+
+    The gradients are over the parameters the victim trains: all of them for victims retrained from scratch, the
+    linear head's alone for transfer victims (which keep the feature extractor frozen).
+    """
+    trained = model.head if cfg.setting == "transfer" and hasattr(model, "head") else model
+    params = [p for p in trained.parameters() if p.requires_grad]
     adv = torch.tensor([adv_class], device=target.device)
     target_grad = [g.detach() for g in torch.autograd.grad(F.cross_entropy(model(target[None]), adv), params)]
     target_norm = torch.sqrt(sum((g * g).sum() for g in target_grad))

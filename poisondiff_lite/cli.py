@@ -16,6 +16,10 @@ from .errors import PoisonDiffError
 from .utils import atomic_write_csv, project_root
 
 
+CORRELATION_COLUMNS = ["label", "metric_label", "n", "successes", "pearson", "pearson_p", "spearman", "spearman_p",
+                       "auroc", "auroc_low", "auroc_high"]
+
+
 def _class(data, text: str) -> int:
     """A class given on the command line as an index or a name."""
     return data.class_index(int(text) if str(text).isdigit() else text)
@@ -106,16 +110,25 @@ def _study(args: argparse.Namespace) -> int:
     from .record import prepare_data
     from .study import StudyConfig, format_table, run_study
 
-    preset = "full" if args.full else "quick"
+    if args.full and args.lab:
+        raise PoisonDiffError("choose one of --full and --lab")
     overrides = {k: v for k, v in (("budget", args.budget), ("num_poisons", args.poisons),
                                    ("steps", args.steps), ("restarts", args.restarts)) if v is not None}
     if args.eps is not None:
         check_positive("eps (in pixel levels)", args.eps)
         overrides["eps"] = args.eps / 255
-    attacks = tuple(getattr(AttackConfig, preset)(name, **overrides) for name in args.attacks)
-    if args.transfer:
-        attacks = tuple(dataclasses.replace(a, setting="transfer") for a in attacks)
-    config = getattr(StudyConfig, preset)(args.dataset)
+    if args.lab:  # the laptop-scale preset: its own attacks unless --attacks names others
+        config = StudyConfig.lab(args.dataset, "transfer" if args.transfer else "scratch")
+        chosen = [a for a in config.attacks if a.name in args.attacks] if args.attacks else list(config.attacks)
+        missing = [n for n in (args.attacks or []) if n not in {a.name for a in chosen}]
+        attacks = tuple(dataclasses.replace(a, **overrides) for a in chosen) + tuple(
+            AttackConfig.full(n, **overrides, **({"setting": "transfer"} if args.transfer else {})) for n in missing)
+    else:
+        preset = "full" if args.full else "quick"
+        attacks = tuple(getattr(AttackConfig, preset)(name, **overrides) for name in args.attacks or ["gm"])
+        if args.transfer:
+            attacks = tuple(dataclasses.replace(a, setting="transfer") for a in attacks)
+        config = getattr(StudyConfig, preset)(args.dataset)
     data = prepare_data(config.trajectory, data_dir=args.data_dir, download=args.download)
     target, poison = _class(data, args.target_class), _class(data, args.poison_class)
     extra = {k: v for k, v in (("victims", args.victims), ("per_bucket", args.per_bucket),
@@ -133,7 +146,7 @@ def _study(args: argparse.Namespace) -> int:
     atomic_write_csv(out, rows, columns, ignore_extra=True)
     print(format_table(result.by_bucket(), ["label", "bucket", "targets", "mean_asr", "std_asr", "pooled_low",
                                             "pooled_high", "clean_accuracy"]))
-    print(format_table(result.correlations(), ["label", "metric_label", "n", "pearson", "spearman", "auroc"]))
+    print(format_table(result.correlations(), CORRELATION_COLUMNS))
     print(f"{out}: {len(rows)} rows (target x attack); the study's log and poisons are in {result.path}")
     return 0
 
@@ -191,7 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sty = sub.add_parser("study", help="craft poisons, retrain victims, and relate ASR to EPA, δ and τ (resumable)")
     _data_options(sty, "the paper's protocol (needs a GPU); default is quick mode")
-    sty.add_argument("--attacks", nargs="+", default=["gm"], help='attacks to run: "gm", "bp", "fc"')
+    sty.add_argument("--lab", action="store_true",
+                     help="the laptop-scale preset where attacks succeed on easy targets (CPU, an hour or two)")
+    sty.add_argument("--attacks", nargs="+", default=None,
+                     help='attacks to run: "gm", "bp", "fc" (default: gm; with --lab, the preset\'s)')
     sty.add_argument("--transfer", action="store_true", help="victims train a linear head on frozen features")
     sty.add_argument("--budget", type=float, default=None, help="poisons as a fraction of the training set")
     sty.add_argument("--poisons", type=int, default=None, help="an absolute number of poisons instead")

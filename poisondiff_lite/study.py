@@ -37,7 +37,7 @@ from .distance import DistanceResult, distance_matrix
 from .errors import InvalidChoiceError, ResultsFileError, check_choice, check_positive
 from .metrics import BUCKETS, select_targets, trajectory_metrics
 from .record import default_path, load_run_model, prepare_data, record_trajectories
-from .stats import auroc, group_summary, pearson, spearman
+from .stats import auroc, auroc_interval, correlation_pvalue, group_summary, pearson, spearman
 from .utils import atomic_write_json, get_device, progress, resolve_results_dir
 from .victims import (HeadConfig, ResultsLog, asr_interval, extract_features, insert_poisons, log_outcomes,
                       outcome_row, scratch_victims, success_table, transfer_victims, victim_seeds)
@@ -110,6 +110,31 @@ class StudyConfig:
                    buckets=("lowest", "p40", "highest"), victims=2, tau_batches=10, head=HeadConfig.quick())
         if dataset == "tinyimagenet":  # 10 classes x 100 images: 25 poisons (a quarter of the poison class)
             base = dataclasses.replace(base, attacks=(AttackConfig.quick("gm", num_poisons=25),))
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def lab(cls, dataset: str = "cifar10", setting: str = "scratch", **overrides: Any) -> StudyConfig:
+        """Laptop scale where the attacks succeed on easy targets (CPU, about an hour or two on 2 cores).
+
+        The surrogate and the EPA runs are `TrajectoryConfig.lab` (8 x 16 epochs of the small network); crafting is
+        as strong as the paper's per restart (250 signed-Adam steps, ε 16/255, 1 % budget).
+
+        - ``setting="scratch"``: gradient matching with crop + flip while crafting (the victims train with them),
+          2 restarts; victims retrained from scratch with the surrogate's recipe; 5 targets per EPA bucket, 4 victims.
+        - ``setting="transfer"``: feature collision (25 poisons, ε 8/255), Bullseye Polytope and gradient matching on
+          the head's gradient (1 %, ε 16/255), all crafted without augmentation (the victims train a linear head on
+          fixed features); 10 targets per EPA bucket, 8 victims.
+        """
+        check_choice("setting", setting, ("scratch", "transfer"))
+        trajectory = TrajectoryConfig.lab(dataset)
+        if setting == "scratch":
+            base = cls(trajectory=trajectory, attacks=(AttackConfig.full("gm", restarts=2),), per_bucket=5,
+                       victims=4, tau_batches=20)
+        else:
+            attacks = (AttackConfig.full("fc"),
+                       AttackConfig.full("bp", restarts=2, augment=False, setting="transfer"),
+                       AttackConfig.full("gm", restarts=2, augment=False, setting="transfer"))
+            base = cls(trajectory=trajectory, attacks=attacks, per_bucket=10, victims=8, tau_batches=20)
         return dataclasses.replace(base, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,18 +238,24 @@ class StudyResults:
         return out
 
     def correlations(self) -> list[dict[str, Any]]:
-        """Pearson and Spearman of each metric with ASR, and AUROC for "ASR >= success_threshold", per attack."""
+        """Per attack and metric: Pearson and Spearman with ASR, each with its two-sided permutation p-value, and
+        AUROC for "ASR >= success_threshold" with a stratified bootstrap 95 % interval (see `stats`)."""
         rows = self.per_target()
         out = []
         for ident in self.attack_ids():
             mine = [r for r in rows if r["attack"] == ident]
             asr = np.array([r["asr"] for r in mine])
+            success = asr >= self.config.success_threshold
             for metric in METRICS:
                 values = np.array([r[metric] for r in mine], dtype=np.float64)
+                low, high = auroc_interval(values, success)
                 out.append({"attack": ident, "label": self.label(ident), "metric": metric,
-                            "metric_label": METRIC_LABELS[metric], "n": len(mine), "pearson": pearson(values, asr),
+                            "metric_label": METRIC_LABELS[metric], "n": len(mine), "successes": int(success.sum()),
+                            "pearson": pearson(values, asr),
+                            "pearson_p": correlation_pvalue(values, asr, method="pearson"),
                             "spearman": spearman(values, asr),
-                            "auroc": auroc(values, asr >= self.config.success_threshold)})
+                            "spearman_p": correlation_pvalue(values, asr, method="spearman"),
+                            "auroc": auroc(values, success), "auroc_low": low, "auroc_high": high})
         return out
 
     def complete(self) -> bool:
