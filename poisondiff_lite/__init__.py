@@ -12,6 +12,7 @@ from .errors import (DatasetCorruptError, DatasetNotFoundError, DeviceUnavailabl
                      PoisonDiffError, ResultsFileError)
 from .metrics import dps, epa, epa_buckets, per_class_mean, select_targets, soft_epa, trajectory_metrics
 from .models import MODELS, build_model, register_model
+from .shipped import shipped_studies, shipped_study
 from .study import StudyConfig, StudyResults, find_studies, format_table, load_study, run_study
 from .record import Trajectory, default_path, load_run_model, record_trajectories
 from .train import History, accuracy, predict_logits, train_fresh, train_fresh_many, train_model
@@ -29,6 +30,6 @@ __all__ = [
     "TrajectoryConfig", "accuracy", "build_model", "default_path", "dps", "epa", "epa_buckets", "get_device",
     "load_cifar10", "load_dataset", "load_run_model", "load_tinyimagenet", "per_class_mean", "predict_logits",
     "record_trajectories", "resolve_data_dir", "resolve_quick", "resolve_results_dir", "seed_everything",
-    "select_targets", "short_errors", "soft_epa", "train_fresh", "train_fresh_many", "train_model",
+    "select_targets", "shipped_studies", "shipped_study", "short_errors", "soft_epa", "train_fresh", "train_fresh_many", "train_model",
     "trajectory_metrics",
 ]

@@ -261,6 +261,42 @@ def asr_vs_budget(budgets: Sequence[float], groups: dict[str, Sequence[float]], 
     return fig
 
 
+def metric_vs_asr(per_target: Sequence[dict], correlations: Sequence[dict], *,
+                  metrics: Sequence[str] = ("epa", "dps", "delta_step", "tau"), title: str | None = None) -> Figure:
+    """One panel per metric: each target's metric value against its ASR, one colour per attack.
+
+    `per_target` and `correlations` are `StudyResults.per_target()` / `.correlations()` rows; each legend entry
+    carries that attack's Spearman ρ with its permutation p-value. δ and τ span orders of magnitude, so their axes are
+    logarithmic (symlog, since τ can be 0). Baseline ("no attack") rows are drawn in grey.
+    """
+    names = {"epa": "EPA", "dps": "DPS", "delta_step": "δ (η*)", "delta_param": "δ (η*·‖g‖)",
+             "tau": "τ (poison ratio, log scale)"}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False, sharey=True)
+    labels = list(dict.fromkeys(r["label"] for r in per_target))
+    stats = {(c["label"], c["metric"]): c for c in correlations}
+    rng = np.random.default_rng(0)
+    for ax, metric in zip(axes[0], metrics):
+        for k, label in enumerate(labels):
+            mine = [r for r in per_target if r["label"] == label]
+            x = np.array([r[metric] for r in mine], dtype=float)
+            y = np.array([r["asr"] for r in mine]) + rng.uniform(-0.015, 0.015, len(mine))  # separate equal ASRs
+            stat = stats.get((label, metric))
+            legend = label if stat is None else f"{label}: ρ {stat['spearman']:+.2f} (p {stat['spearman_p']:.2g})"
+            grey = label.startswith("no attack")
+            ax.scatter(x, y, s=16, alpha=0.5 if grey else 0.8, label=legend, color="0.6" if grey else f"C{k}",
+                       edgecolor="k", linewidth=0.2)
+        if metric in ("delta_step", "delta_param", "tau"):
+            finite = np.array([r[metric] for r in per_target], dtype=float)
+            finite = finite[np.isfinite(finite) & (finite > 0)]
+            ax.set_xscale("symlog", linthresh=float(finite.min()) if len(finite) else 1e-3)
+        ax.set_xlabel(names.get(metric, metric))
+        ax.legend(fontsize=7, loc="upper right")
+    axes[0][0].set_ylabel("ASR of the target")
+    axes[0][0].set_ylim(-0.05, 1.12)
+    fig.suptitle(title or "each target's metric against its attack success (ρ: Spearman, p: permutation test)")
+    return fig
+
+
 def headline(rows_by_dataset: dict[str, Sequence[dict]]) -> Figure:
     """The headline figure: ASR by EPA bucket, per attack (bars) and dataset (panels)."""
     datasets = list(rows_by_dataset) or ["(no study saved yet)"]

@@ -137,3 +137,27 @@ def test_presets_follow_the_paper():
     fc = AttackConfig.full("fc")
     assert (fc.eps, fc.num_poisons, fc.setting) == (8 / 255, 25, "transfer")
     assert AttackConfig.quick("bp").steps < gm.steps and math.isclose(AttackConfig.quick("bp").eps, 16 / 255)
+
+
+def test_gradient_matching_against_transfer_victims_uses_the_head_alone(toy, surrogate):
+    """A transfer victim trains only the linear head, so GM aligns the head's gradients: checked by hand."""
+    import torch.nn.functional as F
+
+    from poisondiff_lite.attacks import gradient_matching_objective
+    from poisondiff_lite.data import to_unit
+
+    images, labels, _ = _bases(toy, 1, 8)
+    target, x = to_unit(toy.test.images[0], "cpu"), to_unit(images, "cpu")
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.arange(8)
+
+    def cosine(params):
+        t = torch.autograd.grad(F.cross_entropy(surrogate(target[None]), torch.tensor([1])), params)
+        p = torch.autograd.grad(F.cross_entropy(surrogate(x), labels.long()), params)
+        dot = sum((a * b).sum() for a, b in zip(t, p))
+        return 1 - dot / (torch.sqrt(sum((a * a).sum() for a in t)) * torch.sqrt(sum((b * b).sum() for b in p)))
+
+    for setting, params in (("transfer", list(surrogate.head.parameters())), ("scratch", list(surrogate.parameters()))):
+        attack = AttackConfig(name="gm", augment=False, setting=setting)
+        objective = gradient_matching_objective(surrogate, target, 1, labels.long(), attack)
+        assert float(objective(x, idx, gen)) == pytest.approx(float(cosine(params)), abs=1e-5), setting
