@@ -14,7 +14,7 @@ from .errors import ResultsFileError
 from .metrics import trajectory_metrics
 from .metrics_table import read_rows
 from .record import Trajectory
-from .stats import pearson
+from .stats import correlation_pvalue, pearson
 from .study import StudyResults, find_studies
 from .utils import resolve_results_dir
 
@@ -97,7 +97,8 @@ def authors_comparison(studies: list[StudyResults]) -> list[dict[str, Any]]:
 
 
 def pooled_correlations(studies: list[StudyResults], metric: str = "epa") -> list[dict[str, Any]]:
-    """Pearson(metric, ASR) per (dataset, attack label) over all targets of all studies, with the authors' value."""
+    """Pearson(metric, ASR) per (dataset, attack label) over all targets of all studies, with its permutation p-value
+    and the authors' value."""
     pooled: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for s in studies:
         for r in s.per_target():
@@ -109,9 +110,54 @@ def pooled_correlations(studies: list[StudyResults], metric: str = "epa") -> lis
         x, y = np.array(pairs).T
         authors = reference.CIFAR10_CORRELATIONS.get(label, {}).get(metric) if dataset == "cifar10" else None
         rows.append({"dataset": dataset, "attack": label, "targets": len(pairs), "pearson": pearson(x, y),
+                     "pearson_p": correlation_pvalue(x, y, method="pearson"),
                      "authors_pearson": float("nan") if authors is None else authors})
     return rows
 
 
-__all__ = ["authors_comparison", "find_studies", "headline_rows", "pooled_correlations", "saved_metric_tables",
+def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) -> str:
+    """What a study says about one metric, in sentences generated from its numbers (never from expectation).
+
+    Per attack: mean ASR of the easiest and the hardest EPA bucket with their pooled Wilson intervals, the no-attack
+    baseline of the same setting, Spearman ρ with its permutation p-value, and AUROC with its bootstrap interval;
+    then whether the relation has the paper's sign and is significant at `alpha`.
+    """
+    buckets = study.by_bucket()
+    correlations = {(c["attack"], c["metric"]): c for c in study.correlations()}
+    order = [b for b in ("lowest", "p20", "p40", "p60", "p80", "highest") if any(r["bucket"] == b for r in buckets)]
+    lines = []
+    for attack in study.config.attacks:
+        ident = f"{attack.name}-{attack.key()}"
+        mine = {r["bucket"]: r for r in buckets if r["attack"] == ident}
+        if not mine or not order:
+            continue
+        base = [r for r in buckets if r["attack"] == f"none-{attack.setting}"]
+        base_asr = float(np.mean([r["mean_asr"] for r in base])) if base else float("nan")
+        easy, hard = mine.get(order[0]), mine.get(order[-1])
+        c = correlations[(ident, metric)]
+        label = study.label(ident)
+        text = (f"{label}: mean ASR {easy['mean_asr']:.2f} [{easy['pooled_low']:.2f}, {easy['pooled_high']:.2f}] "
+                f"in the {order[0]}-EPA bucket against {hard['mean_asr']:.2f} [{hard['pooled_low']:.2f}, "
+                f"{hard['pooled_high']:.2f}] in the {order[-1]} one (no attack: {base_asr:.2f}); "
+                f"Spearman({metric}, ASR) = {_fmt(c['spearman'], '+.2f')} (permutation p = {_fmt(c['spearman_p'], '.2g')}), "
+                f"AUROC = {_fmt(c['auroc'], '.2f')} [{_fmt(c['auroc_low'], '.2f')}, {_fmt(c['auroc_high'], '.2f')}] "
+                f"over {c['n']} targets, {c['successes']} with ASR >= {study.config.success_threshold:g}.")
+        rho, p = c["spearman"], c["spearman_p"]
+        if not np.isfinite(rho):
+            verdict = "No correlation can be computed (ASR or the metric is constant)."
+        elif p >= alpha:
+            verdict = f"The relation is not significant at the {alpha:.0%} level."
+        elif rho < 0:
+            verdict = f"Lower {metric}, higher ASR, as the paper claims (significant at the {alpha:.0%} level)."
+        else:
+            verdict = f"Higher {metric}, higher ASR: the opposite of the paper's claim (significant at {alpha:.0%})."
+        lines.append(f"{text} {verdict}")
+    return "\n".join(lines) if lines else "No attack rows in this study yet."
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "nan" if not np.isfinite(value) else format(value, spec)
+
+
+__all__ = ["authors_comparison", "finding_text", "find_studies", "headline_rows", "pooled_correlations", "saved_metric_tables",
            "saved_trajectories", "study_rows", "trajectory_rows"]

@@ -62,7 +62,7 @@ def shipped_study(name: str) -> StudyResults:
 
 
 def ship(result: StudyResults, name: str, *, description: str, command: str, wall_seconds: float,
-         destination: str | os.PathLike = SHIPPED_DIR) -> Path:
+         code_version: str | None = None, destination: str | os.PathLike = SHIPPED_DIR) -> Path:
     """Copy a finished study (without its poisons) into the package's shipped studies, with its provenance.
 
     Parameters
@@ -70,6 +70,7 @@ def ship(result: StudyResults, name: str, *, description: str, command: str, wal
     result : what `run_study` returned (its folder holds the files).
     name : folder name under `destination`. description : one line shown by `shipped_studies`.
     command : the shell command that reproduces the study. wall_seconds : how long it took.
+    code_version : the code that ran it (default: ``git describe`` of this checkout now).
     """
     if result.path is None:
         raise InvalidChoiceError("only a study saved by run_study can be shipped (its results have no folder)")
@@ -82,7 +83,7 @@ def ship(result: StudyResults, name: str, *, description: str, command: str, wal
     import torch  # only for its version
 
     atomic_write_json(folder / "provenance.json", {
-        "description": description, "command": command, "code_version": _code_version(),
+        "description": description, "command": command, "code_version": code_version or _code_version(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import DeviceUnavailableError, PoisonDiffError, check_choice
+from .errors import DeviceUnavailableError, InvalidChoiceError, PoisonDiffError, check_choice
 
 T = TypeVar("T")
 
@@ -80,6 +80,20 @@ def resolve_quick(quick: bool | None = None, device: torch.device | None = None)
     if device is not None:
         return device.type != "cuda"
     return not torch.cuda.is_available()
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """A yes/no parameter as a bool: True/False, 1/0, or the strings papermill's ``-r`` passes ("true", "no", ...).
+
+    Anything else (``"maybe"``, 2, None) is an error naming the choices, never silently truthy.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in {"true", "1", "yes", "on", "false", "0", "no", "off"}:
+        return value.strip().lower() in {"true", "1", "yes", "on"}
+    raise InvalidChoiceError(f"{name} must be True or False, got {value!r}")
 
 
 def resolve_results_dir(results_dir: str | os.PathLike | None = None) -> Path:
