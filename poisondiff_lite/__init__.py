@@ -30,6 +30,7 @@ __all__ = [
     "TrajectoryConfig", "accuracy", "build_model", "default_path", "dps", "epa", "epa_buckets", "get_device",
     "load_cifar10", "load_dataset", "load_run_model", "load_tinyimagenet", "per_class_mean", "predict_logits",
     "record_trajectories", "resolve_data_dir", "resolve_quick", "resolve_results_dir", "seed_everything",
-    "select_targets", "shipped_studies", "shipped_study", "short_errors", "soft_epa", "train_fresh", "train_fresh_many", "train_model",
+    "select_targets", "shipped_studies", "shipped_study", "short_errors", "soft_epa", "train_fresh",
+    "train_fresh_many", "train_model",
     "trajectory_metrics",
 ]

@@ -129,17 +129,19 @@ def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) 
     for attack in study.config.attacks:
         ident = f"{attack.name}-{attack.key()}"
         mine = {r["bucket"]: r for r in buckets if r["attack"] == ident}
-        if not mine or not order:
+        present = [b for b in order if b in mine]  # a study still running may lack some buckets
+        if not present:
             continue
-        base = [r for r in buckets if r["attack"] == f"none-{attack.setting}"]
-        base_asr = float(np.mean([r["mean_asr"] for r in base])) if base else float("nan")
-        easy, hard = mine.get(order[0]), mine.get(order[-1])
+        base = {r["bucket"]: r["mean_asr"] for r in buckets if r["attack"] == f"none-{attack.setting}"}
+        easy, hard = mine[present[0]], mine[present[-1]]
         c = correlations[(ident, metric)]
         label = study.label(ident)
         text = (f"{label}: mean ASR {easy['mean_asr']:.2f} [{easy['pooled_low']:.2f}, {easy['pooled_high']:.2f}] "
-                f"in the {order[0]}-EPA bucket against {hard['mean_asr']:.2f} [{hard['pooled_low']:.2f}, "
-                f"{hard['pooled_high']:.2f}] in the {order[-1]} one (no attack: {base_asr:.2f}); "
-                f"Spearman({metric}, ASR) = {_fmt(c['spearman'], '+.2f')} (permutation p = {_fmt(c['spearman_p'], '.2g')}), "
+                f"in the {present[0]}-EPA bucket against {hard['mean_asr']:.2f} [{hard['pooled_low']:.2f}, "
+                f"{hard['pooled_high']:.2f}] in the {present[-1]} one (no attack: {_fmt(base.get(present[0], np.nan), '.2f')} "
+                f"and {_fmt(base.get(present[-1], np.nan), '.2f')}); "
+                f"Spearman({metric}, ASR) = {_fmt(c['spearman'], '+.2f')} "
+                f"(permutation p = {_fmt(c['spearman_p'], '.2g')}), "
                 f"AUROC = {_fmt(c['auroc'], '.2f')} [{_fmt(c['auroc_low'], '.2f')}, {_fmt(c['auroc_high'], '.2f')}] "
                 f"over {c['n']} targets, {c['successes']} with ASR >= {study.config.success_threshold:g}.")
         rho, p = c["spearman"], c["spearman_p"]
@@ -159,5 +161,6 @@ def _fmt(value: float, spec: str) -> str:
     return "nan" if not np.isfinite(value) else format(value, spec)
 
 
-__all__ = ["authors_comparison", "finding_text", "find_studies", "headline_rows", "pooled_correlations", "saved_metric_tables",
+__all__ = ["authors_comparison", "finding_text", "find_studies", "headline_rows", "pooled_correlations",
+           "saved_metric_tables",
            "saved_trajectories", "study_rows", "trajectory_rows"]

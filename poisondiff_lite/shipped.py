@@ -62,7 +62,8 @@ def shipped_study(name: str) -> StudyResults:
 
 
 def ship(result: StudyResults, name: str, *, description: str, command: str, wall_seconds: float,
-         code_version: str | None = None, destination: str | os.PathLike = SHIPPED_DIR) -> Path:
+         code_version: str | None = None, allow_partial: bool = False,
+         destination: str | os.PathLike = SHIPPED_DIR) -> Path:
     """Copy a finished study (without its poisons) into the package's shipped studies, with its provenance.
 
     Parameters
@@ -71,10 +72,12 @@ def ship(result: StudyResults, name: str, *, description: str, command: str, wal
     name : folder name under `destination`. description : one line shown by `shipped_studies`.
     command : the shell command that reproduces the study. wall_seconds : how long it took.
     code_version : the code that ran it (default: ``git describe`` of this checkout now).
+    allow_partial : ship a study that is not finished yet, marked so (``complete: false`` and the targets done);
+        running its command on a copy of the shipped files resumes it.
     """
     if result.path is None:
         raise InvalidChoiceError("only a study saved by run_study can be shipped (its results have no folder)")
-    if not result.complete():
+    if not result.complete() and not allow_partial:
         raise InvalidChoiceError(f"the study in {result.path} is not complete; run it to the end before shipping it")
     folder = Path(destination) / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -88,8 +91,18 @@ def ship(result: StudyResults, name: str, *, description: str, command: str, wal
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "wall_seconds": round(float(wall_seconds), 1), "study_key": result.config.key(),
-        "targets": len(result.targets), "victim_rows": len(result.rows)})
+        "targets": len(result.targets), "victim_rows": len(result.rows), "complete": result.complete(),
+        "targets_done": _targets_done(result)})
     return folder
+
+
+def _targets_done(result: StudyResults) -> int:
+    """Targets with every attack's victims logged."""
+    counts: dict[tuple[str, str], int] = {}
+    for row in result.rows:
+        counts[(row["key"], row["attack"])] = counts.get((row["key"], row["attack"]), 0) + 1
+    return sum(all(counts.get((t["key"], a), 0) >= result.config.victims for a in result.attack_ids())
+               for t in result.targets)
 
 
 def _code_version() -> str:

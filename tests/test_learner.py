@@ -165,6 +165,8 @@ def test_headline_leaves_out_sweeps_and_compares_with_the_authors():
     (["study", "--poison-class", "aeroplane"], "unknown class name 'aeroplane'; valid choices: 'airplane'"),
     (["study", "--victims", "0"], "victims must be > 0"),
     (["study", "--stack", "0"], "stack must be > 0"),
+    (["study", "--lab", "--full"], "choose one of --full and --lab"),
+    (["study", "--lab", "--dataset", "tinyimagenet"], "unknown lab dataset 'tinyimagenet'; valid choices: 'cifar10'"),
 ])
 def test_cli_study_bad_input_is_one_line(argv, message, capsys, tmp_path):
     code = main(argv + ["--out", str(tmp_path / "s.csv"), "--results-dir", str(tmp_path), "--no-progress"])
@@ -188,6 +190,27 @@ def test_cli_speed_options_reach_the_recipe_but_not_the_experiment(monkeypatch, 
     assert seen[0].key() == pdl.TrajectoryConfig.quick().key()  # same experiment, same file as without them
     assert main(["epa", "--compile", "reduce-overhead", "--out", str(tmp_path / "e.csv"), "--no-progress"]) == 130
     assert seen[1].train.compile == "reduce-overhead" and seen[1].key() == seen[0].key()
+
+
+@pytest.mark.parametrize("argv, preset", [
+    (["study", "--lab"], lambda: pdl.StudyConfig.lab("cifar10", "scratch")),
+    (["study", "--lab", "--transfer"], lambda: pdl.StudyConfig.lab("cifar10", "transfer")),
+])
+def test_cli_lab_runs_exactly_the_preset(argv, preset, monkeypatch, tmp_path):
+    """`poisondiff study --lab` is the command in the shipped studies' provenance: it must make the preset's study."""
+    import poisondiff_lite.study as study_module
+
+    seen = []
+
+    def stop_after_seeing(config, **kwargs):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study_module, "run_study", stop_after_seeing)
+    assert main(argv + ["--out", str(tmp_path / "s.csv"), "--no-progress"]) == 130
+    assert seen[0].key() == preset().key()
+    assert main(argv + ["--attacks", "gm", "--out", str(tmp_path / "s.csv"), "--no-progress"]) == 130
+    assert [a.name for a in seen[1].attacks] == ["gm"] and seen[1].attacks[0] in preset().attacks
 
 
 def test_cli_unknown_compile_mode_lists_the_modes(tmp_path, capsys):

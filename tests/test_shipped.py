@@ -31,8 +31,11 @@ def test_each_lab_study_is_shipped_from_its_current_preset(name):
     result = pdl.shipped_study(name)
     # stale results never pass silently: a preset changed since the study ran gives another hash
     assert result.config.key() == preset().key(), f"{name} was run with another preset; rerun it: {command}"
-    assert result.complete(), f"{name} is shipped unfinished"
     info = next(s for s in pdl.shipped_studies() if s["name"] == name)
+    assert result.complete() == info["complete"], f"{name}: its provenance misstates whether it is finished"
+    assert info["targets_done"] == sum(
+        all(sum(r["key"] == t["key"] and r["attack"] == a for r in result.rows) >= result.config.victims
+            for a in result.attack_ids()) for t in result.targets)
     for field in ("command", "code_version", "date", "machine", "wall_seconds", "description"):
         assert info[field], f"{name}: provenance lacks {field}"
     assert info["study_key"] == preset().key() and info["victim_rows"] == len(result.rows)
@@ -104,10 +107,15 @@ def test_ship_copies_a_finished_study_with_provenance(tmp_path):
     assert again.config.key() == result.config.key()
     provenance = json.loads((folder / "provenance.json").read_text())
     assert provenance["wall_seconds"] == 12.3 and provenance["victim_rows"] == 2
+    assert provenance["complete"] is True and provenance["targets_done"] == 1
     assert not (folder / "poisons").exists()
 
 
-def test_ship_refuses_an_unfinished_study(tmp_path):
+def test_ship_refuses_an_unfinished_study_unless_marked_partial(tmp_path):
     result = _tiny_study(tmp_path / "run", victims=1)  # the config asks for 2 victims
     with pytest.raises(pdl.InvalidChoiceError, match="not complete"):
         shipped.ship(result, "tiny", description="", command="", wall_seconds=0, destination=tmp_path / "out")
+    folder = shipped.ship(result, "tiny", description="", command="", wall_seconds=0, allow_partial=True,
+                          destination=tmp_path / "out")
+    provenance = json.loads((folder / "provenance.json").read_text())
+    assert provenance["complete"] is False and provenance["targets_done"] == 0
