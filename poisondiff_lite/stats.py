@@ -46,16 +46,21 @@ def auroc(metric: Sequence[float], success: Sequence[bool]) -> float:
 
     An infinite metric (δ that never flips) ranks above every finite one. NaN when either group is empty.
     """
+    pos, neg = _groups(metric, success)
+    if len(pos) == 0 or len(neg) == 0:
+        return math.nan
+    return float(mannwhitneyu(neg, pos).statistic / (len(pos) * len(neg)))
+
+
+def _groups(metric: Sequence[float], success: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """The metric of successful and of failed targets (NaN dropped; +inf ranked just above every finite value)."""
     metric = np.asarray(metric, dtype=np.float64)
     success = np.asarray(success, dtype=bool)
     keep = ~np.isnan(metric)
     metric, success = metric[keep], success[keep]
-    pos, neg = metric[success], metric[~success]
-    if len(pos) == 0 or len(neg) == 0:
-        return math.nan
     finite_max = np.max(metric[np.isfinite(metric)], initial=0.0)
-    ranked = lambda v: np.where(np.isposinf(v), finite_max + 1.0, v)  # noqa: E731
-    return float(mannwhitneyu(ranked(neg), ranked(pos)).statistic / (len(pos) * len(neg)))
+    metric = np.where(np.isposinf(metric), finite_max + 1.0, metric)
+    return metric[success], metric[~success]
 
 
 def correlation_pvalue(metric: Sequence[float], outcome: Sequence[float], *, method: str = "spearman",
@@ -94,15 +99,9 @@ def auroc_interval(metric: Sequence[float], success: Sequence[bool], *, level: f
     Stratifying keeps both groups in every resample, so every resample has an AUROC. ``(nan, nan)`` when either
     group is empty; a degenerate interval (e.g. ``(1, 1)``) when every resample separates the groups alike.
     """
-    metric = np.asarray(metric, dtype=np.float64)
-    success = np.asarray(success, dtype=bool)
-    keep = ~np.isnan(metric)
-    metric, success = metric[keep], success[keep]
-    pos, neg = metric[success], metric[~success]
+    pos, neg = _groups(metric, success)
     if len(pos) == 0 or len(neg) == 0:
         return math.nan, math.nan
-    finite_max = np.max(metric[np.isfinite(metric)], initial=0.0)
-    pos, neg = (np.where(np.isposinf(v), finite_max + 1.0, v) for v in (pos, neg))
     rng = np.random.default_rng(seed)
     p = pos[rng.integers(0, len(pos), size=(resamples, len(pos)))]
     n = neg[rng.integers(0, len(neg), size=(resamples, len(neg)))]
