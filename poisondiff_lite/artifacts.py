@@ -140,7 +140,7 @@ def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) 
                 f"in the {present[0]}-EPA bucket against {hard['mean_asr']:.2f} [{hard['pooled_low']:.2f}, "
                 f"{hard['pooled_high']:.2f}] in the {present[-1]} one (no attack: {_fmt(base.get(present[0], np.nan), '.2f')} "
                 f"and {_fmt(base.get(present[-1], np.nan), '.2f')}); "
-                f"Spearman({metric}, ASR) = {_fmt(c['spearman'], '+.2f')} "
+                f"Spearman({c['metric_label']}, ASR) = {_fmt(c['spearman'], '+.2f')} "
                 f"(permutation p = {_fmt(c['spearman_p'], '.2g')}), "
                 f"AUROC = {_fmt(c['auroc'], '.2f')} [{_fmt(c['auroc_low'], '.2f')}, {_fmt(c['auroc_high'], '.2f')}] "
                 f"over {c['n']} targets, {c['successes']} with ASR >= {study.config.success_threshold:g}.")
@@ -150,9 +150,11 @@ def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) 
         elif p >= alpha:
             verdict = f"The relation is not significant at the {alpha:.0%} level."
         elif rho < 0:
-            verdict = f"Lower {metric}, higher ASR, as the paper claims (significant at the {alpha:.0%} level)."
+            verdict = (f"Lower {c['metric_label']}, higher ASR, as the paper claims (significant at the {alpha:.0%} "
+                       f"level).")
         else:
-            verdict = f"Higher {metric}, higher ASR: the opposite of the paper's claim (significant at {alpha:.0%})."
+            verdict = (f"Higher {c['metric_label']}, higher ASR: the opposite of the paper's claim (significant at "
+                       f"{alpha:.0%}).")
         lines.append(f"{text} {verdict}")
     return "\n".join(lines) if lines else "No attack rows in this study yet."
 

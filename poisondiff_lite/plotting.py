@@ -281,7 +281,12 @@ def metric_vs_asr(per_target: Sequence[dict], correlations: Sequence[dict], *,
             x = np.array([r[metric] for r in mine], dtype=float)
             y = np.array([r["asr"] for r in mine]) + rng.uniform(-0.015, 0.015, len(mine))  # separate equal ASRs
             stat = stats.get((label, metric))
-            legend = label if stat is None else f"{label}: ρ {stat['spearman']:+.2f} (p {stat['spearman_p']:.2g})"
+            if stat is None:
+                legend = label
+            elif np.isfinite(stat["spearman"]):
+                legend = f"{label}: ρ {stat['spearman']:+.2f} (p {stat['spearman_p']:.2g})"
+            else:
+                legend = f"{label}: ρ n/a (constant ASR)"
             grey = label.startswith("no attack")
             ax.scatter(x, y, s=16, alpha=0.5 if grey else 0.8, label=legend, color="0.6" if grey else f"C{k}",
                        edgecolor="k", linewidth=0.2)
@@ -290,7 +295,7 @@ def metric_vs_asr(per_target: Sequence[dict], correlations: Sequence[dict], *,
             finite = finite[np.isfinite(finite) & (finite > 0)]
             ax.set_xscale("symlog", linthresh=float(finite.min()) if len(finite) else 1e-3)
         ax.set_xlabel(names.get(metric, metric))
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="center right")  # the points sit near ASR 0 and 1; the middle is the emptiest
     axes[0][0].set_ylabel("ASR of the target")
     axes[0][0].set_ylim(-0.05, 1.12)
     fig.suptitle(title or "each target's metric against its attack success (ρ: Spearman, p: permutation test)")
