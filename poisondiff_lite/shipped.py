@@ -89,7 +89,6 @@ def ship(result: StudyResults, name: str, *, description: str, command: str, wal
         "description": description, "command": command, "code_version": code_version or _code_version(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "wall_seconds": round(float(wall_seconds), 1), "study_key": result.config.key(),
         "targets": len(result.targets), "victim_rows": len(result.rows), "complete": result.complete(),
         "targets_done": _targets_done(result)})
