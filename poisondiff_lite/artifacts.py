@@ -138,7 +138,8 @@ def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) 
         label = study.label(ident)
         text = (f"{label}: mean ASR {easy['mean_asr']:.2f} [{easy['pooled_low']:.2f}, {easy['pooled_high']:.2f}] "
                 f"in the {present[0]}-EPA bucket against {hard['mean_asr']:.2f} [{hard['pooled_low']:.2f}, "
-                f"{hard['pooled_high']:.2f}] in the {present[-1]} one (no attack: {_fmt(base.get(present[0], np.nan), '.2f')} "
+                f"{hard['pooled_high']:.2f}] in the {present[-1]} one "
+                f"(no attack: {_fmt(base.get(present[0], np.nan), '.2f')} "
                 f"and {_fmt(base.get(present[-1], np.nan), '.2f')}); "
                 f"Spearman({c['metric_label']}, ASR) = {_fmt(c['spearman'], '+.2f')} "
                 f"(permutation p = {_fmt(c['spearman_p'], '.2g')}), "

@@ -25,7 +25,8 @@ from .utils import atomic_write_json
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 STUDY_FILES = ("study.json", "targets.json", "results.jsonl")
 
-# name -> (the preset that makes it, the command that reproduces it); a test checks each shipped study against its preset
+# name -> (the preset that makes it, the command that reproduces it); a test checks each shipped study against
+# its preset
 LAB_STUDIES: dict[str, tuple[Callable[[], StudyConfig], str]] = {
     "cifar10-lab-scratch": (lambda: StudyConfig.lab("cifar10", "scratch"),
                             "poisondiff study --lab --dataset cifar10 --no-progress"),
