@@ -145,6 +145,10 @@ def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) 
                 f"(permutation p = {_fmt(c['spearman_p'], '.2g')}), "
                 f"AUROC = {_fmt(c['auroc'], '.2f')} [{_fmt(c['auroc_low'], '.2f')}, {_fmt(c['auroc_high'], '.2f')}] "
                 f"over {c['n']} targets, {c['successes']} with ASR >= {study.config.success_threshold:g}.")
+        peak = max(present, key=lambda b: mine[b]["mean_asr"])
+        if peak not in (present[0], present[-1]) and mine[peak]["mean_asr"] > easy["mean_asr"]:
+            text += (f" The highest mean ASR is in the {peak} bucket ({mine[peak]['mean_asr']:.2f}): not monotone in "
+                     f"EPA.")
         rho, p = c["spearman"], c["spearman_p"]
         if not np.isfinite(rho):
             verdict = "No correlation can be computed (ASR or the metric is constant)."

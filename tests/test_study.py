@@ -222,3 +222,25 @@ def test_saved_studies_are_found_even_when_the_config_format_changes(tmp_path, t
     assert len(found) == 1 and found[0].path == renamed and len(found[0].rows) == len(results.rows)
     (renamed / "results.jsonl").write_text("not a log\n")
     assert study.find_studies(tmp_path) == []  # named as skipped on stdout, never an exception
+
+
+def test_finding_text_says_what_the_numbers_say():
+    from poisondiff_lite.artifacts import finding_text
+
+    config = study.StudyConfig(trajectory=TrajectoryConfig.quick(), attacks=(AttackConfig.quick("gm"),), victims=4)
+    ident = study.attack_id(config.attacks[0])
+    epa = {i: i / 10 for i in range(10)}
+    targets = [{"key": f"0-1-{i}", "index": i, "bucket": "lowest" if i < 5 else "highest", "epa": e, "dps": e,
+                "delta_step": e, "delta_param": e, "tau": e, "soft_epa": e} for i, e in epa.items()]
+
+    def results(wins_of):
+        rows = [{"key": f"0-1-{i}", "attack": ident, "victim": v, "success": v < wins_of(i), "clean_accuracy": 0.9}
+                for i in epa for v in range(4)]
+        return study.StudyResults(config, targets, rows)
+
+    easy_first = finding_text(results(lambda i: 4 if i < 5 else 0))  # the five lowest-EPA targets always fall
+    assert "mean ASR 1.00" in easy_first and "0.00 [0.00, 0.16] in the highest" in easy_first
+    assert "as the paper claims" in easy_first and "AUROC = 1.00" in easy_first
+    reversed_ = finding_text(results(lambda i: 0 if i < 5 else 4))
+    assert "the opposite of the paper's claim" in reversed_
+    assert "constant" in finding_text(results(lambda i: 0))  # nothing succeeded: no correlation to speak of
