@@ -11,11 +11,11 @@ import numpy as np
 
 from . import reference
 from .errors import ResultsFileError
-from .metrics import trajectory_metrics
+from .metrics import BUCKETS, trajectory_metrics
 from .metrics_table import read_rows
 from .record import Trajectory
 from .stats import correlation_pvalue, pearson
-from .study import StudyResults, find_studies
+from .study import StudyResults, attack_id, baseline_id, find_studies
 from .utils import resolve_results_dir
 
 
@@ -124,15 +124,14 @@ def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) 
     """
     buckets = study.by_bucket()
     correlations = {(c["attack"], c["metric"]): c for c in study.correlations()}
-    order = [b for b in ("lowest", "p20", "p40", "p60", "p80", "highest") if any(r["bucket"] == b for r in buckets)]
     lines = []
     for attack in study.config.attacks:
-        ident = f"{attack.name}-{attack.key()}"
+        ident = attack_id(attack)
         mine = {r["bucket"]: r for r in buckets if r["attack"] == ident}
-        present = [b for b in order if b in mine]  # a study still running may lack some buckets
+        present = [b for b in BUCKETS if b in mine]  # a study still running may lack some buckets
         if not present:
             continue
-        base = {r["bucket"]: r["mean_asr"] for r in buckets if r["attack"] == f"none-{attack.setting}"}
+        base = {r["bucket"]: r["mean_asr"] for r in buckets if r["attack"] == baseline_id(attack.setting)}
         easy, hard = mine[present[0]], mine[present[-1]]
         c = correlations[(ident, metric)]
         label = study.label(ident)

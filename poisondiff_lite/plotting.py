@@ -10,6 +10,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .metrics import BUCKETS
+from .study import METRIC_LABELS
 
 BUCKET_COLORS = {"lowest": "#d62728", "p20": "#ff7f0e", "p40": "#bcbd22", "p60": "#2ca02c", "p80": "#17becf",
                  "highest": "#1f77b4"}
@@ -269,8 +270,7 @@ def metric_vs_asr(per_target: Sequence[dict], correlations: Sequence[dict], *,
     carries that attack's Spearman ρ with its permutation p-value. δ and τ span orders of magnitude, so their axes are
     logarithmic (symlog, since τ can be 0). Baseline ("no attack") rows are drawn in grey.
     """
-    names = {"epa": "EPA", "dps": "DPS", "delta_step": "δ (η*)", "delta_param": "δ (η*·‖g‖)",
-             "tau": "τ (poison ratio, log scale)"}
+    names = {**METRIC_LABELS, "tau": "τ (poison ratio, log scale)"}
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False, sharey=True)
     labels = list(dict.fromkeys(r["label"] for r in per_target))
     stats = {(c["label"], c["metric"]): c for c in correlations}

@@ -92,17 +92,8 @@ def ship(result: StudyResults, name: str, *, description: str, command: str, wal
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "wall_seconds": round(float(wall_seconds), 1), "study_key": result.config.key(),
         "targets": len(result.targets), "victim_rows": len(result.rows), "complete": result.complete(),
-        "targets_done": _targets_done(result)})
+        "targets_done": result.targets_done()})
     return folder
-
-
-def _targets_done(result: StudyResults) -> int:
-    """Targets with every attack's victims logged."""
-    counts: dict[tuple[str, str], int] = {}
-    for row in result.rows:
-        counts[(row["key"], row["attack"])] = counts.get((row["key"], row["attack"]), 0) + 1
-    return sum(all(counts.get((t["key"], a), 0) >= result.config.victims for a in result.attack_ids())
-               for t in result.targets)
 
 
 def _code_version() -> str:

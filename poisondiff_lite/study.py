@@ -259,11 +259,15 @@ class StudyResults:
                             "auroc": auroc(values, success), "auroc_low": low, "auroc_high": high})
         return out
 
+    def targets_done(self) -> int:
+        """Targets whose every attack has all its victims logged."""
+        successes = success_table(self.rows)
+        return sum(all(len(successes.get((t["key"], a), ())) >= self.config.victims for a in self.attack_ids())
+                   for t in self.targets)
+
     def complete(self) -> bool:
         """Every (target, attack) has all its victims."""
-        successes = success_table(self.rows)
-        return all(len(successes.get((t["key"], a), ())) >= self.config.victims
-                   for t in self.targets for a in self.attack_ids())
+        return self.targets_done() == len(self.targets)
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str], *, floats: str = "{:.3f}") -> str:
