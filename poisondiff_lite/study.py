@@ -125,9 +125,23 @@ class StudyConfig:
         - ``setting="transfer"``: feature collision (25 poisons, ε 8/255), Bullseye Polytope and gradient matching on
           the head's gradient (1 %, ε 16/255), all crafted without augmentation (the victims train a linear head on
           fixed features); 10 targets per EPA bucket, 8 victims.
+
+        TinyImageNet (its first 10 classes, see `TrajectoryConfig.lab`; 50 goldfish validation images to choose
+        from): 25 poisons for gradient matching (a quarter of the poison class, 2.5 % of the 1,000 training images,
+        as in quick mode), 3 targets per bucket x 4 victims from scratch; transfer: FC and GM on the head, 5 per
+        bucket x 8 victims.
         """
         check_choice("setting", setting, ("scratch", "transfer"))
         trajectory = TrajectoryConfig.lab(dataset)
+        if dataset == "tinyimagenet":  # 10 classes x 100 images; the target class has 50 validation images
+            if setting == "scratch":
+                base = cls(trajectory=trajectory, attacks=(AttackConfig.full("gm", restarts=1, num_poisons=25),),
+                           per_bucket=3, victims=4, tau_batches=20)
+            else:
+                attacks = (AttackConfig.full("fc"),
+                           AttackConfig.full("gm", restarts=2, augment=False, setting="transfer", num_poisons=25))
+                base = cls(trajectory=trajectory, attacks=attacks, per_bucket=5, victims=8, tau_batches=20)
+            return dataclasses.replace(base, **overrides)
         if setting == "scratch":
             base = cls(trajectory=trajectory, attacks=(AttackConfig.full("gm", restarts=1),), per_bucket=5,
                        victims=4, tau_batches=20)
