@@ -104,6 +104,21 @@ def _metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace):
+    """The Dask client of ``--workers N`` (a local cluster) or ``--scheduler ADDRESS``, or None (run here)."""
+    if args.workers is not None and args.scheduler is not None:
+        raise PoisonDiffError("choose one of --workers and --scheduler")
+    if args.scheduler is not None:
+        from .cluster import connect
+
+        return connect(args.scheduler)
+    if args.workers is not None:
+        from .cluster import local_client
+
+        return local_client(args.workers)
+    return None
+
+
 def _study(args: argparse.Namespace) -> int:
     from .attacks import AttackConfig
     from .errors import check_positive
@@ -130,15 +145,21 @@ def _study(args: argparse.Namespace) -> int:
             attacks = tuple(dataclasses.replace(a, setting="transfer") for a in attacks)
         config = getattr(StudyConfig, preset)(args.dataset)
     data = prepare_data(config.trajectory, data_dir=args.data_dir, download=args.download)
-    target, poison = _class(data, args.target_class), _class(data, args.poison_class)
+    target = config.target_class if args.target_class is None else _class(data, args.target_class)
+    poison = config.poison_class if args.poison_class is None else _class(data, args.poison_class)
     extra = {k: v for k, v in (("victims", args.victims), ("per_bucket", args.per_bucket),
                                ("extremes", args.extremes)) if v is not None}
     trajectory = dataclasses.replace(config.trajectory, train=_fast(config.trajectory.train, args))
     victim = None if config.victim is None else _fast(config.victim, args)
     config = dataclasses.replace(config, attacks=attacks, target_class=target, poison_class=poison,
                                  trajectory=trajectory, victim=victim, **extra)
-    result = run_study(config, data=data, device=args.device, results_dir=args.results_dir,
-                       show_progress=not args.no_progress)
+    client = _client(args)
+    try:
+        result = run_study(config, data=data, device=args.device, results_dir=args.results_dir,
+                           show_progress=not args.no_progress, client=client)
+    finally:
+        if client is not None:
+            client.close()
     rows = result.per_target()
     columns = ["label", "bucket", "index", "epa", "dps", "delta_step", "delta_param", "tau", "victims", "asr",
                "asr_low", "asr_high", "clean_accuracy"]
@@ -214,13 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
     sty.add_argument("--eps", type=float, default=None, help="l-inf radius in pixel levels (16 means 16/255)")
     sty.add_argument("--steps", type=int, default=None, help="crafting steps per restart")
     sty.add_argument("--restarts", type=int, default=None, help="crafting restarts")
-    sty.add_argument("--target-class", default="0", help="class of the targets (name or index)")
-    sty.add_argument("--poison-class", default="1", help="the attacker's class (name or index)")
+    sty.add_argument("--target-class", default=None,
+                     help="class of the targets (name or index; default: the preset's, class 0 but for --lab tinyimagenet)")
+    sty.add_argument("--poison-class", default=None, help="the attacker's class (name or index; default: the preset's)")
     sty.add_argument("--per-bucket", type=int, default=None, help="targets per EPA bucket")
     sty.add_argument("--extremes", type=int, default=None, help="also this many lowest- and highest-δ targets")
     sty.add_argument("--victims", type=int, default=None, help="victims retrained per (target, attack)")
     sty.add_argument("--results-dir", default=None, help="results folder (else $POISONDIFF_RESULTS, else results/)")
     sty.add_argument("--out", default="results/study.csv", help="per-target CSV to write")
+    sty.add_argument("--workers", type=int, default=None,
+                     help="run crafting and victims on a local Dask cluster of N one-thread processes (needs the "
+                          "cluster extra); on a CPU machine, N = its cores")
+    sty.add_argument("--scheduler", default=None, help="run them on an existing Dask scheduler (tcp://host:8786)")
     sty.set_defaults(func=_study)
     return parser
 
