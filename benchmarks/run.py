@@ -16,7 +16,8 @@ Each line times one job of the tutorial with the package and with a naive baseli
 - stacking: the same EPA experiment and validation with several runs trained at once as one grouped network
   (`TrainConfig(stack=V)`), against one at a time;
 - δ: `distance_matrix` (all pairs in lockstep with torch.func) against the per-target `poisoning_distance` loop;
-- one gradient-matching crafting, and one validation (V victims retrained from scratch).
+- one gradient-matching crafting, and one validation (V victims retrained from scratch);
+- a quick study on a local Dask cluster (2 one-thread workers) against the same study run serially.
 
 Results go to stdout as a table and to ``benchmarks/measured/<device>-<date>.json``. Speed-ups are baseline / ours.
 """
@@ -191,7 +192,7 @@ def peak_of(device: torch.device) -> float | None:
 # -----------------------------------------------------------------------------------------------------------------
 #  the benchmark
 # -----------------------------------------------------------------------------------------------------------------
-JOBS = ("train", "record", "metrics", "delta", "gm", "validation")
+JOBS = ("train", "record", "metrics", "delta", "gm", "validation", "cluster")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,8 +383,56 @@ def main(argv: list[str] | None = None) -> int:
                                                           data.test.images[3:4], device=device)), device)
         report(f"  ...{stacked_cfg.stack} victims at a time as one grouped network", stacked_s, seconds)
 
+    # 7. a study on a local Dask cluster: 2 one-thread workers against the serial study, same run -------------------
+    if "cluster" in jobs:
+        seconds, baseline, one_thread, same = time_cluster_study(data, device, quick)
+        report("study on a local Dask cluster: 2 workers x 1 thread", seconds, baseline, same_results=same,
+               serial_one_thread_s=one_thread)
+
     print(f"wrote {out}")
     return 0
+
+
+def time_cluster_study(data: pdl.DataBundle, device: torch.device, quick: bool) -> tuple[float, float, float, bool]:
+    """A quick-preset GM study (2 targets x 4 victims + 4 clean victims), serial with torch's default threads,
+    serial with one thread, and on 2 local Dask workers of one thread each; the clean runs are recorded once."""
+    import shutil
+
+    from poisondiff_lite.cluster import local_client
+    from poisondiff_lite.study import StudyConfig, run_study
+
+    config = StudyConfig.quick("cifar10", victims=4 if quick else 8)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "recorded"
+        pdl.record_trajectories(config.trajectory, data=data, device=device, show_progress=False, keep_models=True,
+                                results_dir=base)
+
+        def study(name: str, threads: int | None = None, client=None):
+            folder = Path(tmp) / name
+            shutil.copytree(base, folder)
+            before = torch.get_num_threads()
+            if threads:
+                torch.set_num_threads(threads)
+            try:
+                start = time.perf_counter()
+                result = run_study(config, data=data, device=device, results_dir=folder, show_progress=False,
+                                   client=client)
+                return time.perf_counter() - start, result
+            finally:
+                torch.set_num_threads(before)
+
+        serial_s, serial = study("serial")
+        one_s, one = study("serial-1-thread", threads=1)
+        client = local_client(2)
+        try:
+            cluster_s, distributed = study("cluster", client=client)
+        finally:
+            client.close()
+
+    def outcomes(rows):
+        return {(r["key"], r["attack"], r["victim"]): (r["pred"], round(r["p_adv"], 4)) for r in rows}
+
+    return cluster_s, serial_s, one_s, outcomes(one.rows) == outcomes(distributed.rows)
 
 
 if __name__ == "__main__":

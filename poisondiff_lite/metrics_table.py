@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
 import os
 from pathlib import Path
@@ -17,10 +19,20 @@ from .distance import DistanceResult, distance_matrix
 from .errors import ResultsFileError
 from .metrics import select_targets, trajectory_metrics
 from .record import default_path, load_run_model, prepare_data, record_trajectories
-from .utils import atomic_write_csv, get_device, progress
+from .utils import atomic_write_csv, exclusive, get_device, progress
 
 COLUMNS = ("dataset", "index", "label", "bucket", "epa", "soft_epa", "dps", "dominant", "poison_class", "delta_step",
-           "grad_norm", "delta_param", "tau", "tau_inner")
+           "grad_norm", "delta_param", "tau", "tau_inner", "settings")
+# `settings` is a hash of everything that changes the numbers (the clean experiment, last layer, τ estimate, variant):
+# a file is resumed only with the same settings, never mixed
+
+
+def settings_key(config: TrajectoryConfig, *, last_layer_only: bool, tau_batches: int | None, tau_batch_size: int,
+                 variant: str) -> str:
+    """The `settings` value of rows computed with these settings."""
+    data = {"trajectory": config.key(ignore=()), "last_layer_only": bool(last_layer_only),
+            "tau_batches": tau_batches, "tau_batch_size": tau_batch_size, "variant": variant}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
@@ -30,6 +42,10 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
         return []
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) == COLUMNS[:-1]:
+            raise ResultsFileError(f"{path} was written by an older version that did not record its settings, so "
+                                   f"its rows cannot be trusted to match yours. Fix: pass another --out path, or "
+                                   f"delete the file.")
         if tuple(reader.fieldnames or ()) != COLUMNS:
             raise ResultsFileError(f"{path} is not a poisondiff metrics CSV (columns {reader.fieldnames}). Fix: pass "
                                    f"another --out path, or delete the file.")
@@ -77,7 +93,25 @@ def target_metrics_csv(config: TrajectoryConfig, out: str | os.PathLike, *, targ
         cls = data.class_index(target_class)
         chosen = select_targets(scores["epa"], scores["labels"], cls, per_bucket=per_bucket, indices=scores["indices"])
     out = Path(out)
+    settings = settings_key(config, last_layer_only=last_layer_only, tau_batches=tau_batches,
+                            tau_batch_size=tau_batch_size, variant=variant)
+    with exclusive(out, "the metrics table"):
+        return _fill_table(out, settings, config, chosen, scores, position, data, model, classes=poison_classes,
+                           last_layer_only=last_layer_only, tau_batches=tau_batches, tau_batch_size=tau_batch_size,
+                           variant=variant, device=device, show_progress=show_progress)
+
+
+def _fill_table(out: Path, settings: str, config: TrajectoryConfig, chosen: list[dict], scores: dict, position: dict,
+                data: DataBundle, model, *, classes: list[int] | None, last_layer_only: bool, tau_batches: int | None,
+                tau_batch_size: int, variant: str, device: torch.device, show_progress: bool) -> list[dict[str, str]]:
+    """Compute the missing (target, poison class) rows and rewrite `out` after each target (caller holds its lock)."""
+    poison_classes = classes
     rows = read_rows(out)
+    foreign = {r["settings"] for r in rows} - {settings}
+    if foreign:
+        raise ResultsFileError(f"{out} holds rows computed with other settings (a different clean experiment, "
+                               f"--last-layer, --tau-batches, --tau-batch-size or --variant). Fix: pass another --out "
+                               f"path, or delete the file to recompute.")
     done = {(r["dataset"], int(r["index"]), int(r["poison_class"])) for r in rows}
     split = data.test if config.eval_split == "test" else data.train
     classes = list(range(data.num_classes)) if poison_classes is None else [int(c) for c in poison_classes]
@@ -102,7 +136,7 @@ def target_metrics_csv(config: TrajectoryConfig, out: str | os.PathLike, *, targ
                          "soft_epa": _fmt(scores["soft_epa"][k]), "dps": _fmt(scores["dps"][k]),
                          "dominant": int(scores["dominant"][k]), "poison_class": c, "delta_step": _fmt(step),
                          "grad_norm": _fmt(delta.grad_norm), "delta_param": _fmt(delta.distance),
-                         "tau": _fmt(budget.tau), "tau_inner": _fmt(budget.inner)})
+                         "tau": _fmt(budget.tau), "tau_inner": _fmt(budget.inner), "settings": settings})
             done.add((config.dataset, target["index"], c))
         _write_rows(out, rows)
     return rows

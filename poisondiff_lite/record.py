@@ -22,7 +22,7 @@ from .config import TrajectoryConfig
 from .data import DataBundle, ImageDataset, load_dataset
 from .errors import InvalidChoiceError, ResultsFileError
 from .train import predict_logits, train_fresh_many
-from .utils import atomic_write, get_device, progress, resolve_results_dir
+from .utils import atomic_write, exclusive, get_device, progress, resolve_results_dir
 
 FORMAT_VERSION = 1
 
@@ -189,6 +189,16 @@ def record_trajectories(config: TrajectoryConfig, *, data: DataBundle | None = N
     traj = _resume_or_start(path, config, split, data.classes, indices)
     if traj.completed >= config.runs:
         return traj.finished(config.runs)
+    with exclusive(path, "the trajectory file"):  # one recorder per file; re-read under the lock
+        traj = _resume_or_start(path, config, split, data.classes, indices)
+        if traj.completed >= config.runs:
+            return traj.finished(config.runs)
+        return _record_runs(config, traj, path, data, split, device, show_progress, keep_models)
+
+
+def _record_runs(config: TrajectoryConfig, traj: Trajectory, path: Path, data: DataBundle, split: ImageDataset,
+                 device: torch.device, show_progress: bool, keep_models: bool) -> Trajectory:
+    """Train the runs `traj` still lacks, saving it after each (the caller holds the file's lock)."""
     data_on_device = data.to(device)
     eval_images = split.images.to(device)
     eval_labels = torch.as_tensor(traj.labels, device=device)

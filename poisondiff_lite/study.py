@@ -38,7 +38,7 @@ from .errors import InvalidChoiceError, ResultsFileError, check_choice, check_po
 from .metrics import BUCKETS, select_targets, trajectory_metrics
 from .record import default_path, load_run_model, prepare_data, record_trajectories
 from .stats import auroc, auroc_interval, correlation_pvalue, group_summary, pearson, spearman
-from .utils import atomic_write_json, get_device, progress, resolve_results_dir
+from .utils import atomic_write_json, exclusive, get_device, progress, resolve_results_dir
 from .victims import (HeadConfig, ResultsLog, asr_interval, extract_features, insert_poisons, log_outcomes,
                       outcome_row, scratch_victims, success_table, transfer_victims, victim_seeds)
 
@@ -434,6 +434,12 @@ def run_study(config: StudyConfig, *, data: DataBundle | None = None, data_dir: 
     check_choice("poison class", config.poison_class, range(data.num_classes))
     folder = study_dir(config, results_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    with exclusive(folder, "the study"):  # one writer per study: a second process stops here with one line
+        return _run_locked(config, folder, data, device, requested_device, results_dir, show_progress, client)
+
+
+def _run_locked(config: StudyConfig, folder: Path, data: DataBundle, device: torch.device, requested_device: str,
+                results_dir: str | os.PathLike | None, show_progress: bool, client: Any) -> StudyResults:
     atomic_write_json(folder / "study.json", config.to_dict())
     traj = record_trajectories(config.trajectory, data=data, device=device, show_progress=show_progress,
                                keep_models=True, results_dir=results_dir)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import DeviceUnavailableError, InvalidChoiceError, PoisonDiffError, check_choice
+from .errors import DeviceUnavailableError, InvalidChoiceError, PoisonDiffError, ResultsFileError, check_choice
 
 T = TypeVar("T")
 
@@ -178,3 +178,39 @@ def short_errors() -> None:
         shell._showtraceback(etype, value, [f"{etype.__name__}: {value}"])
 
     shell.set_custom_exc((PoisonDiffError,), one_line)
+
+
+@contextmanager
+def exclusive(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold the one-writer lock of `path` (a file or folder) while the block runs; another holder is an error.
+
+    The lock is ``<path>.lock`` (a folder's is ``<folder>/.lock``), taken with `filelock`, so it is released when the
+    process ends, however it ends. Who holds it (pid, host, since when) is in ``<lock>.owner`` for the error message.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    lock_path = path / ".lock" if path.is_dir() else path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    owner = lock_path.with_name(lock_path.name + ".owner")
+    lock = FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            holder = json.loads(owner.read_text())
+            who = f"process {holder['pid']} on {holder['host']}, since {holder['since']}"
+        except (OSError, ValueError, KeyError):
+            who = "another process"
+        raise ResultsFileError(f"{what} {path} is being written by {who}. Fix: wait for it to finish (or stop it), "
+                               f"or use another results folder / output file.") from None
+    try:
+        import datetime as dt
+        import platform
+
+        owner.write_text(json.dumps({"pid": os.getpid(), "host": platform.node(),
+                                     "since": dt.datetime.now().isoformat(timespec="seconds")}))
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()

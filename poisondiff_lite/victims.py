@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,23 +164,29 @@ def transfer_victims(train_features: torch.Tensor, train_labels: torch.Tensor, t
 class ResultsLog:
     """One JSON line per finished (target, attack, victim); appended with fsync, never rewritten.
 
-    The first line describes the study; a log of another study is refused. A line cut short by a crash is dropped
-    on the next open (it is the only thing that can be lost), so a finished victim is never trained twice.
+    The first line describes the study; a log of another study is refused. Only the writer (the study) repairs the
+    file, and only a torn *last* line, cut short by a crash mid-append (the only thing that can be lost), so a
+    finished victim is never trained twice. A damaged line elsewhere is skipped and reported with its line number
+    (`damaged`); the valid rows after it are kept. Readers (`read`) never write.
     """
 
-    def __init__(self, path: str | os.PathLike, header: dict[str, Any]) -> None:
+    def __init__(self, path: str | os.PathLike, header: dict[str, Any], *, writable: bool = True) -> None:
         self.path = Path(path)
         self.header = header
+        self.writable = writable
         self.rows: list[dict[str, Any]] = []
+        self.damaged: list[int] = []  # 1-based numbers of skipped lines
         if self.path.exists():
             self._load()
-        else:
+        elif writable:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._append({"header": header})
+        else:
+            raise ResultsFileError(f"no study log at {self.path}. Fix: run the study (run_study) first.")
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> ResultsLog:
-        """Open an existing log whatever study it belongs to (for reading; a torn last line is still dropped)."""
+        """Open an existing log whatever study it belongs to, read-only (the file is never changed)."""
         path = Path(path)
         if not path.exists():
             raise ResultsFileError(f"no study log at {path}. Fix: run the study (run_study) first.")
@@ -189,31 +196,41 @@ class ResultsLog:
         except (json.JSONDecodeError, KeyError, TypeError):
             raise ResultsFileError(f"{path} is not a poisondiff study log. Fix: pass another results folder, or "
                                    f"delete the file.") from None
-        return cls(path, header)
+        return cls(path, header, writable=False)
 
     def _load(self) -> None:
         raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
+        complete, _, tail = raw.rpartition(b"\n")  # what follows the last newline is an unfinished append
+        lines = complete.split(b"\n") if complete else []
         good: list[dict[str, Any]] = []
-        consumed = 0
-        for line in lines[:-1]:  # the part after the last newline is unfinished by construction
+        for number, line in enumerate(lines, start=1):
             try:
-                good.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            consumed += len(line) + 1
-        if consumed < len(raw):  # a torn tail from an interrupted append: cut it off
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError
+            except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+                self.damaged.append(number)
+                continue
+            good.append(row)
+        if tail and self.writable:  # a torn tail from an interrupted append: the writer cuts it off
             with open(self.path, "r+b") as handle:
-                handle.truncate(consumed)
-        if not good or "header" not in good[0]:
+                handle.truncate(len(raw) - len(tail))
+        if not good or "header" not in good[0] or (self.damaged and self.damaged[0] == 1):
             raise ResultsFileError(f"{self.path} is not a poisondiff study log. Fix: pass another results folder, or "
                                    f"delete the file.")
         if good[0]["header"].get("study") != self.header.get("study"):
             raise ResultsFileError(f"{self.path} belongs to another study ({good[0]['header'].get('study')}, yours "
                                    f"{self.header.get('study')}). Fix: pass another results folder, or delete it.")
         self.rows = good[1:]
+        if self.damaged:
+            shown = ", ".join(map(str, self.damaged[:10])) + (" ..." if len(self.damaged) > 10 else "")
+            warnings.warn(f"{self.path}: skipped {len(self.damaged)} damaged line(s) ({shown}); the other "
+                          f"{len(self.rows)} rows are kept. Those victims count as not done and will be rerun.",
+                          stacklevel=3)
 
     def _append(self, obj: dict[str, Any]) -> None:
+        if not self.writable:
+            raise ResultsFileError(f"{self.path} was opened read-only. Fix: open it with ResultsLog(path, header).")
         line = (json.dumps(obj, sort_keys=True) + "\n").encode()
         with open(self.path, "ab") as handle:
             handle.write(line)

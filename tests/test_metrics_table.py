@@ -74,6 +74,30 @@ def test_interrupted_table_resumes_without_recomputing(tmp_path, toy_bundle, mon
     assert calls == []
 
 
+@pytest.mark.parametrize("change", [dict(variant="authors"), dict(tau_batches=3), dict(last_layer_only=True),
+                                    dict(runs=2)])
+def test_a_changed_setting_never_reuses_old_rows(tmp_path, toy_bundle, change):
+    out = tmp_path / "m.csv"
+    table.target_metrics_csv(toy_config(), out, data=toy_bundle, results_dir=tmp_path, **KW)
+    before = out.read_bytes()
+    config = toy_config()
+    kw = dict(KW)
+    if "runs" in change:
+        config = TrajectoryConfig(dataset="cifar10", train=config.train, runs=change["runs"])
+    else:
+        kw.update(change)
+    with pytest.raises(ResultsFileError, match="other settings"):
+        table.target_metrics_csv(config, out, data=toy_bundle, results_dir=tmp_path, **kw)
+    assert out.read_bytes() == before
+
+
+def test_a_csv_without_settings_is_refused(tmp_path):
+    out = tmp_path / "m.csv"
+    out.write_text(",".join(table.COLUMNS[:-1]) + "\n")
+    with pytest.raises(ResultsFileError, match="did not record its settings"):
+        table.read_rows(out)
+
+
 def test_foreign_csv_is_refused(tmp_path):
     out = tmp_path / "m.csv"
     out.write_text("a,b\n1,2\n")
