@@ -45,8 +45,10 @@ def _tutorial(args: argparse.Namespace) -> int:
     if args.device:
         parameters["DEVICE"] = args.device
     print(f"executing {len(notebooks)} notebooks in {'full' if args.full else 'quick'} mode into {out_dir}/")
-    for nb in notebooks:
+    began = time.perf_counter()
+    for i, nb in enumerate(notebooks, start=1):
         target = out_dir / nb.name
+        print(f"[{i}/{len(notebooks)}] {nb.name} ...", flush=True)
         start = time.perf_counter()
         try:
             pm.execute_notebook(str(nb), str(target), parameters=parameters, cwd=str(nb.parent), kernel_name="python3",
@@ -55,7 +57,8 @@ def _tutorial(args: argparse.Namespace) -> int:
             raise PoisonDiffError(f"{nb.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}. "
                                   f"The executed notebook with the full traceback is {target}.") from exc
         print(f"  {nb.name:45s} {time.perf_counter() - start:7.1f} s  -> {target}")
-    print("done: open the executed notebooks in JupyterLab (jupyter lab " + str(out_dir) + ")")
+    print(f"done in {(time.perf_counter() - began) / 60:.1f} min: open the executed notebooks in JupyterLab "
+          f"(jupyter lab {out_dir})")
     return 0
 
 
@@ -65,7 +68,7 @@ def _epa(args: argparse.Namespace) -> int:
     from .record import record_trajectories
 
     preset = TrajectoryConfig.full if args.full else TrajectoryConfig.quick
-    config = preset(args.dataset, **({"runs": args.runs} if args.runs else {}))
+    config = preset(args.dataset, **({"runs": args.runs} if args.runs is not None else {}))
     config = dataclasses.replace(config, train=_fast(config.train, args))
     traj = record_trajectories(config, data_dir=args.data_dir, download=args.download, device=args.device,
                                show_progress=not args.no_progress, path=args.trajectory)
@@ -88,7 +91,7 @@ def _metrics(args: argparse.Namespace) -> int:
     config = preset(args.dataset)
     overrides = {k: v for k, v in (("runs", args.runs), ("seed0", args.seed)) if v is not None}
     overrides["train"] = _fast(config.train, args)
-    if args.epochs:
+    if args.epochs is not None:
         overrides["train"] = dataclasses.replace(overrides["train"], epochs=args.epochs)
     config = dataclasses.replace(config, **overrides)
     data = prepare_data(config, data_dir=args.data_dir, download=args.download)
