@@ -1,5 +1,6 @@
 """Project contracts: environment.yml agrees with pyproject.toml, notebooks follow the skeleton, the CLI fails cleanly."""
 
+import json
 import re
 import subprocess
 import sys
@@ -66,6 +67,9 @@ def test_notebook_skeleton(path):
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None, "outputs must be stripped in git"
+    raw = json.loads(path.read_text())  # nbformat 4.5: every cell needs a unique id (nbformat.read adds missing ones)
+    ids = [c.get("id") for c in raw["cells"]]
+    assert None not in ids and len(set(ids)) == len(ids), "every cell needs its own id"
 
 
 def test_papermill_sees_the_parameters():
