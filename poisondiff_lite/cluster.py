@@ -49,7 +49,7 @@ def local_client(workers: int, *, threads_per_worker: int = 1, **cluster_kwargs:
     check_positive("workers", workers)
     check_positive("threads_per_worker", threads_per_worker)
     distributed = _distributed()
-    cluster_kwargs.setdefault("dashboard_address", None)
+    cluster_kwargs.setdefault("dashboard_address", ":0")  # any free port: never clashes with a running cluster
     return distributed.Client(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
                               **cluster_kwargs)
 
