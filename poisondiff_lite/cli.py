@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     sty.add_argument("--out", default="results/study.csv", help="per-target CSV to write")
     sty.add_argument("--workers", type=int, default=None,
                      help="run crafting and victims on a local Dask cluster of N one-thread processes (needs the "
-                          "cluster extra); on a CPU machine, N = its cores")
+                          "cluster extra; pays with a GPU per worker, not on a 2-core laptop)")
     sty.add_argument("--scheduler", default=None, help="run them on an existing Dask scheduler (tcp://host:8786)")
     sty.set_defaults(func=_study)
     return parser

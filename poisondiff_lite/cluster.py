@@ -43,8 +43,10 @@ def _distributed():
 def local_client(workers: int, *, threads_per_worker: int = 1, **cluster_kwargs: Any):
     """A `distributed.Client` on a new local cluster of `workers` processes, `threads_per_worker` threads each.
 
-    One thread per worker and one worker per core is the fast layout for CPU studies: torch with several threads
-    per process on an oversubscribed machine is many times slower. Closing the client closes the cluster.
+    Give each worker one thread and its own share of the cores (torch with several threads per process on an
+    oversubscribed machine is many times slower). On a 2-core CPU a victim took twice as long inside a worker as in
+    a plain process (benchmarks/RESULTS.md): the cluster pays with a device per worker. Closing the client closes
+    the cluster.
     """
     check_positive("workers", workers)
     check_positive("threads_per_worker", threads_per_worker)
