@@ -32,6 +32,8 @@ LAB_STUDIES: dict[str, tuple[Callable[[], StudyConfig], str]] = {
                             "poisondiff study --lab --dataset cifar10 --no-progress"),
     "cifar10-lab-transfer": (lambda: StudyConfig.lab("cifar10", "transfer"),
                              "poisondiff study --lab --transfer --dataset cifar10 --no-progress"),
+    "tinyimagenet-lab-scratch": (lambda: StudyConfig.lab("tinyimagenet", "scratch"),
+                                 "poisondiff study --lab --dataset tinyimagenet --workers 2 --no-progress"),
 }
 
 
