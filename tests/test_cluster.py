@@ -30,7 +30,16 @@ def client():
 
 def _outcomes(rows):
     return {(r["key"], r["attack"], r["victim"]): (r["pred"], r["p_adv"], r["p_true"], r["clean_accuracy"],
-                                                   r.get("crafting_loss")) for r in rows}
+                                                   r.get("crafting_loss") or 0.0) for r in rows}
+
+
+def _same(a, b):
+    """Same victims, same predictions; probabilities and losses equal up to float rounding (a worker's torch and
+    this process may reduce in another order when their thread counts differ)."""
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key][0] == b[key][0], key
+        assert a[key][1:] == pytest.approx(b[key][1:], abs=1e-3), key
 
 
 def _keys(rows):
@@ -49,13 +58,13 @@ def test_cluster_study_equals_the_serial_study(tmp_path, toy_bundle, client):
     distributed = study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path / "cluster",
                                   show_progress=False, client=client)
     assert len(_keys(distributed.rows)) == len(set(_keys(distributed.rows))) == len(serial.rows) == 16
-    assert _outcomes(distributed.rows) == _outcomes(serial.rows)
+    _same(_outcomes(distributed.rows), _outcomes(serial.rows))
     saved = sorted(p.name for p in (distributed.path / "poisons").glob("*.pt"))
     assert saved == sorted(p.name for p in (serial.path / "poisons").glob("*.pt")) and len(saved) == 4
-    for name in saved:  # the driver saved exactly the poisons the serial run crafted
-        a = torch.load(distributed.path / "poisons" / name)["images"]
-        b = torch.load(serial.path / "poisons" / name)["images"]
-        assert torch.equal(a, b)
+    for name in saved:  # the driver saved the poisons the serial run crafted (a pixel may round the other way)
+        a = torch.load(distributed.path / "poisons" / name)["images"].int()
+        b = torch.load(serial.path / "poisons" / name)["images"].int()
+        assert (a - b).abs().max() <= 1 and (a != b).float().mean() < 0.01
 
 
 def test_worker_threads_follow_the_dask_thread_count(client):
@@ -120,7 +129,8 @@ def test_an_interrupted_cluster_study_resumes_without_loss_or_duplicates(tmp_pat
                              client=client)
     keys = _keys(result.rows)
     assert len(keys) == len(set(keys)) == 2 * 2 * 3 * 2 and result.complete()
-    assert _outcomes(partial.rows).items() <= _outcomes(result.rows).items()  # the first five kept as they were
+    kept = _outcomes(result.rows)
+    assert all(kept[key] == value for key, value in _outcomes(partial.rows).items())  # the first five as they were
 
 
 def test_missing_dask_names_the_extra(monkeypatch):
