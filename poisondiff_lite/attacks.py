@@ -282,6 +282,15 @@ def quantise(base: torch.Tensor, delta: torch.Tensor, eps: float) -> torch.Tenso
     return (base255 + step).clamp(0, 255).to(torch.uint8)
 
 
+def craft_from_class(attack: AttackConfig, surrogate: nn.Module, target_image: torch.Tensor, poison_class: int,
+                     train, *, seed: int, device: torch.device | str = "auto", show_progress: bool = False) -> Poisons:
+    """`craft` on the first ``attack.count(len(train))`` training images of `poison_class` (Witches' Brew's rule)."""
+    idx = poison_indices(train.labels, poison_class, attack.count(len(train)))
+    local = idx.to(train.images.device)
+    return craft(attack, surrogate, target_image, poison_class, train.images[local], train.labels[local], idx,
+                 seed=seed, device=device, show_progress=show_progress)
+
+
 def craft(attack: AttackConfig, model: nn.Module, target_image: torch.Tensor, adv_class: int,
           base_images: torch.Tensor, base_labels: torch.Tensor, base_indices: torch.Tensor | None = None, *,
           seed: int = 0, device: torch.device | str = "auto", show_progress: bool = False) -> Poisons:

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .attacks import AttackConfig, Poisons, craft, poison_indices
+from .attacks import AttackConfig, Poisons, craft_from_class
 from .errors import PoisonDiffError, check_positive
 from .utils import progress
-from .victims import extract_features, insert_poisons, scratch_victims, transfer_victims
+from .victims import insert_poisons, poisoned_features, scratch_victims, test_accuracy, transfer_victims
 
 if TYPE_CHECKING:
     from .data import DataBundle
@@ -86,9 +86,7 @@ def craft_task(attack: AttackConfig, surrogate, target_image: torch.Tensor, pois
                seed: int, device: str) -> Poisons:
     """Craft one (target, attack)'s poisons from the first training images of the poison class."""
     _worker_threads()
-    idx = poison_indices(data.train.labels, poison_class, attack.count(len(data.train)))
-    return craft(attack, surrogate, target_image, poison_class, data.train.images[idx], data.train.labels[idx], idx,
-                 seed=seed, device=device, show_progress=False)
+    return craft_from_class(attack, surrogate, target_image, poison_class, data.train, seed=seed, device=device)
 
 
 def scratch_victim_task(data: DataBundle, poisons: Poisons | None, recipe, seed: int, target_rows: torch.Tensor,
@@ -99,7 +97,7 @@ def scratch_victim_task(data: DataBundle, poisons: Poisons | None, recipe, seed:
     out = []
     for seed_, target_logits, test_logits in scratch_victims(data, insert_poisons(data.train, poisons), recipe,
                                                              [seed], target_rows, device=device):
-        out.append((seed_, target_logits, _accuracy(test_logits, data), time.perf_counter() - start))
+        out.append((seed_, target_logits, test_accuracy(test_logits, data.test.labels), time.perf_counter() - start))
     return out
 
 
@@ -108,20 +106,13 @@ def transfer_victims_task(data: DataBundle, surrogate, features: dict[str, torch
                           ) -> list[tuple[int, torch.Tensor, float, float]]:
     """Train one linear head per seed on the surrogate's features of the (poisoned) training set."""
     _worker_threads()
-    rows = features["train"]
-    if poisons is not None:
-        rows = rows.clone()
-        rows[poisons.indices] = extract_features(surrogate, poisons.images, device=device)
+    rows = poisoned_features(surrogate, features["train"], poisons, device=device)
     out, start = [], time.perf_counter()
     for seed, target_logits, test_logits in transfer_victims(rows, data.train.labels, features["test"], target_rows,
                                                              data.num_classes, head, seeds):
-        out.append((seed, target_logits, _accuracy(test_logits, data), time.perf_counter() - start))
+        out.append((seed, target_logits, test_accuracy(test_logits, data.test.labels), time.perf_counter() - start))
         start = time.perf_counter()
     return out
-
-
-def _accuracy(test_logits: torch.Tensor, data: DataBundle) -> float:
-    return float((test_logits.argmax(1).cpu() == data.test.labels.cpu()).float().mean())
 
 
 # ---------------------------------------------------------------------------------------------------------------

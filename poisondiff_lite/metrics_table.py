@@ -96,16 +96,16 @@ def target_metrics_csv(config: TrajectoryConfig, out: str | os.PathLike, *, targ
     settings = settings_key(config, last_layer_only=last_layer_only, tau_batches=tau_batches,
                             tau_batch_size=tau_batch_size, variant=variant)
     with exclusive(out, "the metrics table"):
-        return _fill_table(out, settings, config, chosen, scores, position, data, model, classes=poison_classes,
+        return _fill_table(out, settings, config, chosen, scores, position, data, model, poison_classes=poison_classes,
                            last_layer_only=last_layer_only, tau_batches=tau_batches, tau_batch_size=tau_batch_size,
                            variant=variant, device=device, show_progress=show_progress)
 
 
 def _fill_table(out: Path, settings: str, config: TrajectoryConfig, chosen: list[dict], scores: dict, position: dict,
-                data: DataBundle, model, *, classes: list[int] | None, last_layer_only: bool, tau_batches: int | None,
+                data: DataBundle, model, *, poison_classes: list[int] | None, last_layer_only: bool,
+                tau_batches: int | None,
                 tau_batch_size: int, variant: str, device: torch.device, show_progress: bool) -> list[dict[str, str]]:
     """Compute the missing (target, poison class) rows and rewrite `out` after each target (caller holds its lock)."""
-    poison_classes = classes
     rows = read_rows(out)
     foreign = {r["settings"] for r in rows} - {settings}
     if foreign:

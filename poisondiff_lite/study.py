@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .attacks import ATTACKS, AttackConfig, Poisons, craft, poison_indices
+from .attacks import ATTACKS, AttackConfig, Poisons, craft_from_class
 from .budget import budget_lower_bound
 from .config import TrainConfig, TrajectoryConfig, stable_dict
 from .data import DataBundle
@@ -40,7 +40,7 @@ from .record import default_path, load_run_model, prepare_data, record_trajector
 from .stats import auroc, auroc_interval, correlation_pvalue, group_summary, pearson, spearman
 from .utils import atomic_write_json, exclusive, get_device, progress, resolve_results_dir
 from .victims import (HeadConfig, ResultsLog, asr_interval, extract_features, insert_poisons, log_outcomes,
-                      outcome_row, scratch_victims, success_table, transfer_victims, victim_seeds)
+                      outcome_row, poisoned_features, scratch_victims, success_table, transfer_victims, victim_seeds)
 
 METRICS = ("epa", "dps", "delta_step", "delta_param", "tau")
 METRIC_LABELS = {"epa": "EPA", "dps": "DPS", "delta_step": "δ (η*)", "delta_param": "δ (η*·‖g‖)", "tau": "τ"}
@@ -495,8 +495,7 @@ def _run_locked(config: StudyConfig, folder: Path, data: DataBundle, device: tor
         if attack.setting == "scratch":
             results = victims_for("scratch", poisoned, todo, target_rows=target_images[j:j + 1])
         else:
-            rows = features["train"].clone()
-            rows[poisons.indices] = extract_features(surrogate, poisons.images, device=device)
+            rows = poisoned_features(surrogate, features["train"], poisons, device=device)
             results = victims_for("transfer", poisoned, todo, rows, features["targets"][j:j + 1])
         log_outcomes(log, results, data.test.labels, plan.attack_rows(target, attack, poisons.final_loss),
                      show_progress=show_progress, total=len(todo), desc=f"{attack.label} victims #{target['index']}")
@@ -553,9 +552,7 @@ def _poisons(attack: AttackConfig, target: dict[str, Any], j: int, data: DataBun
     path = poison_dir / f"{target['key']}-{attack_id(attack)}.pt"
     if path.exists():
         return Poisons.load(path, data.train.images)
-    idx = poison_indices(data.train.labels, config.poison_class, attack.count(len(data.train)))
-    poisons = craft(attack, surrogate, target_images[j], config.poison_class, data.train.images[idx.to(data.train.device)],
-                    data.train.labels[idx.to(data.train.device)], idx, seed=config.crafting_seed + target["index"],
-                    device=device, show_progress=show_progress)
+    poisons = craft_from_class(attack, surrogate, target_images[j], config.poison_class, data.train,
+                               seed=config.crafting_seed + target["index"], device=device, show_progress=show_progress)
     poisons.save(path)
     return poisons

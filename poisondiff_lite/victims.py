@@ -149,6 +149,16 @@ def head_logits(head: nn.Linear, features: torch.Tensor) -> torch.Tensor:
         return head(features / head.feature_scale) * 10
 
 
+def poisoned_features(surrogate: nn.Module, train_features: torch.Tensor, poisons: Poisons | None, *,
+                      device: torch.device | str = "auto") -> torch.Tensor:
+    """The training set's frozen features with the poisons' rows replaced by the poisoned images' features."""
+    if poisons is None:
+        return train_features
+    rows = train_features.clone()
+    rows[poisons.indices] = extract_features(surrogate, poisons.images, device=device)
+    return rows
+
+
 def transfer_victims(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
                      target_features: torch.Tensor, num_classes: int, cfg: HeadConfig, seeds: Iterable[int]
                      ) -> Iterable[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -259,11 +269,16 @@ def log_outcomes(log: ResultsLog, results: Iterable[tuple[int, torch.Tensor, tor
     for seed, target_logits, test_logits in progress(results, enable=show_progress, total=total, desc=desc,
                                                      unit="victim", leave=False):
         seconds = time.perf_counter() - start
-        accuracy = float((test_logits.argmax(1).cpu() == test_labels.cpu()).float().mean())
+        accuracy = test_accuracy(test_logits, test_labels)
         for row in rows(seed, target_logits, accuracy):
             row.setdefault("seconds", round(seconds, 3))
             log.append(row)
         start = time.perf_counter()
+
+
+def test_accuracy(test_logits: torch.Tensor, test_labels: torch.Tensor) -> float:
+    """A victim's clean accuracy from its logits on the whole test split."""
+    return float((test_logits.argmax(1).cpu() == test_labels.cpu()).float().mean())
 
 
 def outcome_row(key: str, attack: str, seed: int, target_logits: torch.Tensor, clean_accuracy: float,

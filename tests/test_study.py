@@ -139,7 +139,7 @@ class Interrupt(Exception):
 def test_interrupted_study_resumes_without_recomputing(tmp_path, toy_bundle, monkeypatch):
     config = tiny_config()
     trained, crafted = [], []
-    real_scratch, real_craft = study.scratch_victims, study.craft
+    real_scratch, real_craft = study.scratch_victims, study.craft_from_class
 
     def counting_scratch(*args, **kwargs):
         for item in real_scratch(*args, **kwargs):
@@ -149,7 +149,7 @@ def test_interrupted_study_resumes_without_recomputing(tmp_path, toy_bundle, mon
             yield item
 
     monkeypatch.setattr(study, "scratch_victims", counting_scratch)
-    monkeypatch.setattr(study, "craft", lambda *a, **k: (crafted.append(1), real_craft(*a, **k))[1])
+    monkeypatch.setattr(study, "craft_from_class", lambda *a, **k: (crafted.append(1), real_craft(*a, **k))[1])
     limit = 4  # 2 clean victims, then die during the first attacked target's second victim
     with pytest.raises(Interrupt):
         study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False)
