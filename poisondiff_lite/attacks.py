@@ -5,7 +5,7 @@ wants for it and the base images that become poisons (training images of that cl
 attack returns `Poisons`: the poisoned images (uint8, as a released data set would hold them), their indices in the
 training set and the perturbation. Every perturbation lies in the l∞ ball of radius ``eps`` and keeps pixels in [0, 1].
 
-All three share one optimiser, as in Witches' Brew's ``forest`` (paper notes, section 2.2): signed Adam on the
+All three share one optimiser, as in Witches' Brew's ``forest`` (the attacks of arXiv 2509.06896's experiments): signed Adam on the
 perturbation with step ``step_size * eps``, the step divided by 10 at 3/8, 5/8 and 7/8 of the steps, random-normal
 initialisation, projection after every step, differentiable crop + flip augmentation while crafting, and several
 restarts keeping the one with the lowest final loss. They differ only in the loss:
@@ -33,8 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .augment import augment_batch
-from .data import to_unit
-from .errors import InvalidChoiceError, check_choice, check_positive
+from .data import check_images, to_unit
+from .errors import InvalidChoiceError, ResultsFileError, check_choice, check_number, check_positive
 from .utils import atomic_write, eval_mode, get_device, progress
 
 ATTACKS = ("gm", "bp", "fc")
@@ -74,6 +74,9 @@ class AttackConfig:
             raise InvalidChoiceError(f"budget is a fraction of the training set in (0, 1), got {self.budget}")
         if self.num_poisons is not None:
             check_positive("num_poisons", self.num_poisons)
+        for name in ("steps", "restarts", "batch_size", "crop_padding", "num_poisons"):
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name), integer=True)
         check_positive("steps", self.steps)
         check_positive("restarts", self.restarts)
         check_positive("step_size", self.step_size)
@@ -135,10 +138,15 @@ class Poisons:
     @classmethod
     def load(cls, path, clean_images: torch.Tensor) -> Poisons:
         """Read `save`'s file; `clean_images` (the training set) rebuilds the perturbation."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        images, indices = state["images"], state["indices"]
-        perturbation = (images.float() - clean_images[indices].cpu().float()) / 255
-        return cls(images, indices, perturbation, list(state["losses"]), list(state["restart_losses"]), state["attack"])
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            images, indices = state["images"], state["indices"]
+            perturbation = (images.float() - clean_images[indices].cpu().float()) / 255
+            return cls(images, indices, perturbation, list(state["losses"]), list(state["restart_losses"]),
+                       state["attack"])
+        except Exception as exc:
+            raise ResultsFileError(f"{path} is not a readable poison file ({type(exc).__name__}: {str(exc)[:120]}). "
+                                   f"Fix: delete it; a study crafts these poisons again (they are seeded).") from None
 
 
 def poison_indices(train_labels: torch.Tensor | np.ndarray, poison_class: int, count: int) -> torch.Tensor:
@@ -311,6 +319,8 @@ def craft(attack: AttackConfig, model: nn.Module, target_image: torch.Tensor, ad
     `Poisons` with uint8 images, indices and the perturbation, ``|perturbation| <= eps`` and pixels in [0, 1].
     """
     device = get_device(device)
+    check_images(target_image, "the target image", batch=False)
+    check_images(base_images, "the base images")
     if target_image.ndim != 3 or base_images.ndim != 4 or target_image.shape != base_images.shape[1:]:
         raise InvalidChoiceError(f"target must be (3, H, W) and bases (P, 3, H, W) of the same size; got "
                                  f"{tuple(target_image.shape)} and {tuple(base_images.shape)}")

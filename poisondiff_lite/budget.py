@@ -1,4 +1,4 @@
-"""Poison-budget lower bound τ (paper notes, section 1.4), after the reachability argument of Lu, Kamath & Yu (2023).
+"""Poison-budget lower bound τ (arXiv 2509.06896, the budget bound), after the reachability argument of Lu, Kamath & Yu (2023).
 
 At the poisoned parameters reached by the δ step, ``w_p = w − η* g``, a poison set of ratio ε can make ``w_p`` a
 stationary point of training only if
@@ -109,6 +109,9 @@ def budget_lower_bound(model: nn.Module, image: torch.Tensor, poison_class: int,
     variant : ``"derived"`` (W((C−1)/e)) or ``"authors"`` (W(C − 1/e)).
     """
     check_choice("variant", variant, VARIANTS)
+    check_positive("batch_size", batch_size)
+    if num_batches is not None:  # checked before δ is searched, not after
+        check_positive("num_batches", num_batches)
     device = get_device(device)
     with eval_mode(model.to(device)):
         return _budget(model, image, poison_class, train_set, delta, last_layer_only, num_batches, batch_size, seed,

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from .errors import PoisonDiffError
-from .utils import atomic_write_csv, project_root
+from .utils import atomic_write_csv, check_writable, project_root
 
 
 CORRELATION_COLUMNS = ["label", "metric_label", "n", "successes", "pearson", "pearson_p", "spearman", "spearman_p",
@@ -70,8 +70,10 @@ def _epa(args: argparse.Namespace) -> int:
     preset = TrajectoryConfig.full if args.full else TrajectoryConfig.quick
     config = preset(args.dataset, **({"runs": args.runs} if args.runs is not None else {}))
     config = dataclasses.replace(config, train=_fast(config.train, args))
+    check_writable(Path(args.out).parent)  # before the training, not after it
     traj = record_trajectories(config, data_dir=args.data_dir, download=args.download, device=args.device,
-                               show_progress=not args.no_progress, path=args.trajectory)
+                               show_progress=not args.no_progress, path=args.trajectory,
+                               keep_models=args.keep_models)
     scores = trajectory_metrics(traj)
     out = Path(args.out)
     rows = [{"index": int(scores["indices"][i]), "label": int(scores["labels"][i]), "epa": f"{scores['epa'][i]:.6f}",
@@ -207,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(epa, "paper settings (M=8, 40 epochs, ResNet-18/VGG-16)")
     epa.add_argument("--runs", type=int, default=None, help="override M, the number of clean runs")
     epa.add_argument("--trajectory", default=None, help="trajectory .npz path (default: under results/)")
+    epa.add_argument("--keep-models", action="store_true",
+                     help="also save each run's final weights (δ and τ use run 0's; `metrics` and `study` save it "
+                          "themselves when missing)")
     epa.add_argument("--out", default="results/epa.csv", help="CSV to write")
     epa.set_defaults(func=_epa)
 

@@ -12,7 +12,9 @@ Install the optional extra: ``pip install "poisondiff-lite[cluster]"``.
 from __future__ import annotations
 
 import copy
+import os
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,16 +46,24 @@ def local_client(workers: int, *, threads_per_worker: int = 1, **cluster_kwargs:
     """A `distributed.Client` on a new local cluster of `workers` processes, `threads_per_worker` threads each.
 
     Give each worker one thread and its own share of the cores (torch with several threads per process on an
-    oversubscribed machine is many times slower). On a 2-core CPU a victim took twice as long inside a worker as in
-    a plain process (benchmarks/RESULTS.md): the cluster pays with a device per worker. Closing the client closes
-    the cluster.
+    oversubscribed machine is many times slower). The workers start without Dask's default
+    ``MALLOC_TRIM_THRESHOLD_=65536``: setting it turns off glibc's adaptive mmap threshold, so every large torch
+    buffer is mapped and unmapped again, and a CPU victim trains about 1.7 times slower (benchmarks/RESULTS.md).
+    Closing the client closes the cluster.
     """
+    import dask
+
     check_positive("workers", workers)
     check_positive("threads_per_worker", threads_per_worker)
     distributed = _distributed()
     cluster_kwargs.setdefault("dashboard_address", ":0")  # any free port: never clashes with a running cluster
-    return distributed.Client(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                              **cluster_kwargs)
+    with dask.config.set({NO_MALLOC_TRIM: None}):  # None unsets it for the worker processes
+        return distributed.Client(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+                                  **cluster_kwargs)
+
+
+NO_MALLOC_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+# for workers you start yourself: DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=None
 
 
 def connect(address: str, *, timeout: float = 20.0):
@@ -77,6 +87,14 @@ def _worker_threads() -> None:
     threads = getattr(getattr(worker, "state", worker), "nthreads", None) or 1
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_") and not _warned:
+        _warned.append(True)
+        warnings.warn("this Dask worker runs with MALLOC_TRIM_THRESHOLD_ set, which makes torch on a CPU about 1.7x "
+                      "slower; start workers with DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_="
+                      "None (local_client does)", stacklevel=2)
+
+
+_warned: list[bool] = []
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import check_choice, check_positive
+from .errors import InvalidChoiceError, check_choice, check_classes, check_number, check_positive
 from .data import dataset_names
 from .models import model_names
 
@@ -44,6 +44,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_choice("model", self.model, model_names())
         check_choice("schedule", self.schedule, SCHEDULES)
+        for name in ("epochs", "batch_size", "crop_padding", "stack", "eval_batch_size"):
+            check_number(name, getattr(self, name), integer=True)
         check_positive("epochs", self.epochs)
         check_positive("batch_size", self.batch_size)
         check_positive("lr", self.lr)
@@ -56,7 +58,7 @@ class TrainConfig:
     @classmethod
     def full(cls, **overrides: Any) -> TrainConfig:
         """The authors' victim-retraining recipe (Witches' Brew "conservative"): ResNet-18, 40 epochs, Nesterov SGD 0.1,
-        wd 5e-4, lr x0.1 at epochs 14/25/35, crop + flip. We use it for EPA too (paper notes, ambiguity 2)."""
+        wd 5e-4, lr x0.1 at epochs 14/25/35, crop + flip. We use it for EPA too (the paper leaves the EPA recipe of some tables open)."""
         return dataclasses.replace(cls(), **overrides)
 
     @classmethod
@@ -96,13 +98,20 @@ class TrajectoryConfig:
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, dataset_names())
         check_choice("eval_split", self.eval_split, EVAL_SPLITS)
+        check_number("runs", self.runs, integer=True)
         check_positive("runs", self.runs)
+        check_number("seed0", self.seed0, integer=True)
         if isinstance(self.train, dict):  # rebuilt from JSON
             object.__setattr__(self, "train", TrainConfig(**_tuples(self.train)))
-        for name in ("classes", "eval_indices"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, tuple(int(v) for v in value))
+        if self.classes is not None:  # the range is checked against the data set when it is loaded
+            object.__setattr__(self, "classes", check_classes("classes", self.classes))
+        if self.eval_indices is not None:
+            indices = tuple(self.eval_indices)
+            for v in indices:
+                check_number("each of eval_indices", v, integer=True)
+            if len(set(indices)) != len(indices) or any(int(v) < 0 for v in indices):
+                raise InvalidChoiceError("eval_indices must be distinct, non-negative positions in the split")
+            object.__setattr__(self, "eval_indices", tuple(int(v) for v in indices))
 
     @classmethod
     def quick(cls, dataset: str = "cifar10", **overrides: Any) -> TrajectoryConfig:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DatasetCorruptError, DatasetNotFoundError, InvalidChoiceError, check_choice
+from .errors import DatasetCorruptError, DatasetNotFoundError, InvalidChoiceError, check_choice, check_classes
 from .utils import atomic_write, progress, project_root
 
 DATA_ENV = "POISONDIFF_DATA"
@@ -59,6 +59,37 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def check_images(images: object, what: str = "images", *, batch: bool = True) -> torch.Tensor:
+    """Refuse inputs that would give silently wrong numbers: a non-tensor, integer pixels other than uint8, NaN or
+    inf, floats outside [0, 1] (pixels in 0-255 given as floats), and the wrong number of dimensions.
+
+    Images are uint8 ``(3, H, W)`` (one, ``batch=False``) or ``(N, 3, H, W)``, or floats in [0, 1] of those shapes;
+    plain vectors (``(D,)`` or ``(N, D)``, e.g. the 2-D toy points) pass with only the finiteness check.
+    """
+    if not torch.is_tensor(images):
+        raise InvalidChoiceError(f"{what} must be a torch tensor, got {type(images).__name__}. Fix: "
+                                 f"torch.as_tensor(x) (uint8 pixels, or floats in [0, 1])")
+    x = images
+    image_ndim = 4 if batch else 3
+    if x.ndim not in (image_ndim, image_ndim - 2) or (x.ndim == image_ndim and x.shape[-3] != 3):
+        shape = "(N, 3, H, W)" if batch else "(3, H, W)"
+        hint = "" if batch else "; for several targets use distance_matrix / a batch function"
+        raise InvalidChoiceError(f"{what} must have shape {shape}, got {tuple(x.shape)}{hint}")
+    if x.dtype == torch.uint8:
+        return x
+    if not x.is_floating_point():
+        raise InvalidChoiceError(f"{what}: dtype {x.dtype}; pass uint8 pixels (0-255) or floats in [0, 1]. Fix: "
+                                 f"x.to(torch.uint8) for 0-255 integers")
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise InvalidChoiceError(f"{what}: NaN or inf pixels; every pixel must be a finite number")
+    if x.ndim == image_ndim and x.numel():
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1e-4 or hi > 1 + 1e-4:
+            raise InvalidChoiceError(f"{what}: floats in [{lo:g}, {hi:g}], but they must lie in [0, 1]. Fix: divide "
+                                     f"0-255 pixels by 255 (or pass them as uint8)")
+    return x
+
+
 def to_unit(images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
     """Images as float on `device`: uint8 is divided by 255 into [0, 1], anything else is taken as already in model
     units (the 2-D toy points, perturbed images)."""
@@ -77,10 +108,18 @@ class ImageDataset:
     labels: torch.Tensor
 
     def __post_init__(self) -> None:
+        if not torch.is_tensor(self.images) or not torch.is_tensor(self.labels):
+            raise InvalidChoiceError("images and labels must be torch tensors. Fix: torch.as_tensor(array)")
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(f"images must be uint8 of shape (N, 3, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+            raise InvalidChoiceError(f"images must be uint8 of shape (N, 3, H, W), got {self.images.dtype} "
+                                     f"{tuple(self.images.shape)}. Fix: (x * 255).round().to(torch.uint8) for floats "
+                                     f"in [0, 1]; x.permute(0, 3, 1, 2) for (N, H, W, 3)")
         if self.labels.ndim != 1 or len(self.labels) != len(self.images):
-            raise ValueError(f"labels must have shape ({len(self.images)},), got {tuple(self.labels.shape)}")
+            raise InvalidChoiceError(f"labels must have shape ({len(self.images)},), got {tuple(self.labels.shape)}")
+        if self.labels.is_floating_point() or self.labels.dtype == torch.bool:
+            raise InvalidChoiceError(f"labels must be integers, got {self.labels.dtype}")
+        if len(self.labels) and int(self.labels.min()) < 0:
+            raise InvalidChoiceError(f"labels must be >= 0, got {int(self.labels.min())}")
         self.labels = self.labels.long()
 
     def __len__(self) -> int:
@@ -150,7 +189,7 @@ class DataBundle:
 
     def select_classes(self, classes: list[int] | range) -> DataBundle:
         """Keep only `classes` (relabelled 0..k-1 in the given order): a small TinyImageNet for quick runs."""
-        classes = list(classes)
+        classes = list(check_classes("classes", classes, self.num_classes))
         remap = torch.full((self.num_classes,), -1, dtype=torch.long)
         remap[torch.tensor(classes)] = torch.arange(len(classes))
 
@@ -461,6 +500,9 @@ def dataset_names() -> tuple[str, ...]:
 def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: bool = False,
                  device: torch.device | str | None = None, **kwargs) -> DataBundle:
     """Load ``"cifar10"``, ``"tinyimagenet"`` or a registered data set; optionally move it to `device` whole."""
+    from .utils import check_flag
+
+    download = check_flag("download", download)
     if str(name) in CUSTOM_DATASETS:
         bundle = CUSTOM_DATASETS[str(name)](root, download=download, **kwargs)
         return bundle.to(device) if device is not None else bundle

@@ -1,6 +1,6 @@
 """Poisoning distance δ: the smallest step along the poison-class gradient, in parameter space, that flips a target.
 
-For a clean model ``w``, a target ``x`` and a poison class ``p`` (paper notes, section 1.3):
+For a clean model ``w``, a target ``x`` and a poison class ``p`` (arXiv 2509.06896, algorithm "Poisoning Distance Estimation"):
 
     g  = ∇_w CE(f(x; w), p)                     over all trainable parameters (or only the head)
     η* = min { η ≥ 0 : argmax f(x; w − η g) = p }
@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from .data import to_unit
+from .data import check_images, to_unit
 from .errors import InvalidChoiceError, check_choice, check_positive
 from .utils import eval_mode, get_device, progress
 
@@ -51,8 +51,8 @@ def moved_parameters(model: nn.Module, last_layer_only: bool = False) -> dict[st
 
 
 def as_batch(example: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """One example (a uint8 ``(3, H, W)`` image, or any float tensor in model units) as a float batch of one."""
-    return to_unit(example, device).unsqueeze(0)
+    """One example (a uint8 ``(3, H, W)`` image, floats in [0, 1], or a plain vector) as a float batch of one."""
+    return to_unit(check_images(example, "the target image", batch=False), device).unsqueeze(0)
 
 
 def _check_search(alpha: float, m_init: float, max_doublings: int) -> None:
@@ -269,7 +269,7 @@ def distance_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         method = "batched" if device.type == "cuda" else "loop"
     model.to(device)
     with eval_mode(model):
-        xs = to_unit(images, device)
+        xs = to_unit(check_images(images, "the target images"), device)
         labels_np = np.asarray(torch.as_tensor(labels).cpu())
         if len(labels_np) != len(xs):
             raise InvalidChoiceError(f"got {len(xs)} images but {len(labels_np)} labels")

@@ -6,7 +6,9 @@ type and print a one-line message instead of a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+import numbers
+from collections.abc import Iterable, Sequence
 
 
 class PoisonDiffError(Exception):
@@ -41,8 +43,42 @@ def check_choice(what: str, value: object, choices: Iterable[object]) -> None:
         raise InvalidChoiceError(f"unknown {what} {value!r}; valid choices: {listed}")
 
 
+def check_number(what: str, value: object, *, integer: bool = False) -> None:
+    """Raise `InvalidChoiceError` unless `value` is a finite number (an integer when `integer`); bools and strings,
+    such as a papermill ``-r SEED abc``, are refused rather than compared."""
+    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    is_real = is_int or (isinstance(value, numbers.Real) and not isinstance(value, bool))
+    if integer and not is_int:
+        raise InvalidChoiceError(f"{what} must be an integer, got {value!r}")
+    if not is_real or not math.isfinite(float(value)):  # type: ignore[arg-type]
+        raise InvalidChoiceError(f"{what} must be a finite number, got {value!r}")
+
+
 def check_positive(what: str, value: float, *, allow_zero: bool = False) -> None:
-    """Raise `InvalidChoiceError` when a count, size or budget is negative (or zero unless allowed)."""
+    """Raise `InvalidChoiceError` when a count, size or budget is not a finite number, or is negative (or zero unless
+    allowed)."""
+    check_number(what, value)
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise InvalidChoiceError(f"{what} must be {bound}, got {value!r}")
+
+
+def check_classes(what: str, classes: Sequence[object], num_classes: int | None = None) -> tuple[int, ...]:
+    """A non-empty list of distinct class indices (in ``[0, num_classes)`` when known), as a tuple of ints.
+
+    ``(-1, 0)`` would silently mean the last class and ``(0, 0, 1)`` a class twice; both are errors here.
+    """
+    values = tuple(classes)
+    if not values:
+        raise InvalidChoiceError(f"{what} must name at least one class, got an empty list")
+    for v in values:
+        check_number(f"each of {what}", v, integer=True)
+    ints = tuple(int(v) for v in values)  # type: ignore[call-overload]
+    upper = f", {num_classes})" if num_classes is not None else ", ...)"
+    bad = [v for v in ints if v < 0 or (num_classes is not None and v >= num_classes)]
+    if bad:
+        raise InvalidChoiceError(f"{what} must lie in [0{upper}, got {bad}")
+    dupes = sorted({v for v in ints if ints.count(v) > 1})
+    if dupes:
+        raise InvalidChoiceError(f"{what} lists class(es) {dupes} more than once; give each class once")
+    return ints

@@ -1,7 +1,7 @@
 """Difficulty metrics from clean training dynamics: EPA, its soft variant, DPS; EPA buckets and target selection.
 
 All functions are vectorised over examples and take plain arrays shaped ``(M, N, E)`` (runs x epochs x examples),
-or ``(K, E)`` for K checkpoints in any order. Definitions: ``../shared/paper-notes.md`` section 1.
+or ``(K, E)`` for K checkpoints in any order. Definitions: arXiv 2509.06896 (EPA; DPS from its revision).
 """
 
 from __future__ import annotations
@@ -30,6 +30,35 @@ def _checkpoints(array: np.ndarray, burn_in: int = 0) -> np.ndarray:
     raise InvalidChoiceError(f"expected an array of shape (runs, epochs, examples) or (checkpoints, examples), got {array.shape}")
 
 
+def _check_predictions(flat: np.ndarray, num_classes: int | None = None) -> np.ndarray:
+    """Predicted classes as int64; NaN, fractions, negatives (unfinished runs hold -1) and classes past
+    `num_classes` are errors, not silently wrong answers."""
+    if flat.dtype.kind == "f":
+        if flat.size and not (np.isfinite(flat).all() and (flat == np.round(flat)).all()):
+            raise InvalidChoiceError("predictions must be whole class indices; got NaN, inf or fractions "
+                                     "(pass argmax classes, not probabilities)")
+    elif flat.dtype.kind not in "iub":
+        raise InvalidChoiceError(f"predictions must be integer class indices, got dtype {flat.dtype}")
+    flat = flat.astype(np.int64)
+    upper = np.iinfo(np.int64).max if num_classes is None else num_classes
+    if flat.size and (flat.min() < 0 or flat.max() >= upper):
+        bound = "[0, ...)" if num_classes is None else f"[0, {num_classes})"
+        raise InvalidChoiceError(f"predictions must lie in {bound}; got [{flat.min()}, {flat.max()}] "
+                                 f"(unfinished runs hold -1: use Trajectory.finished())")
+    return flat
+
+
+def _check_scores(values: np.ndarray, what: str, *, unit: bool = True) -> np.ndarray:
+    """Finite per-example scores (within [0, 1] when `unit`), as float64."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size and not np.isfinite(values).all():
+        raise InvalidChoiceError(f"{what} contain NaN or inf (at positions {np.flatnonzero(~np.isfinite(values))[:5].tolist()}"
+                                 f"...); compute them from finished runs only")
+    if unit and values.size and (values.min() < 0 or values.max() > 1):
+        raise InvalidChoiceError(f"{what} must lie in [0, 1], got [{values.min():g}, {values.max():g}]")
+    return values
+
+
 def epa(preds: np.ndarray, labels: np.ndarray, *, burn_in: int = 0) -> np.ndarray:
     """Ergodic prediction accuracy: the fraction of all M x N checkpoints whose argmax equals the true label.
 
@@ -45,7 +74,7 @@ def epa(preds: np.ndarray, labels: np.ndarray, *, burn_in: int = 0) -> np.ndarra
     -------
     ``(E,)`` float64 in [0, 1], quantised in steps of ``1 / (M (N - burn_in))``.
     """
-    flat = _checkpoints(preds, burn_in)
+    flat = _check_predictions(_checkpoints(preds, burn_in))
     labels = np.asarray(labels)
     if labels.shape != (flat.shape[1],):
         raise InvalidChoiceError(f"labels must have shape ({flat.shape[1]},), got {labels.shape}")
@@ -54,15 +83,12 @@ def epa(preds: np.ndarray, labels: np.ndarray, *, burn_in: int = 0) -> np.ndarra
 
 def soft_epa(true_prob: np.ndarray, *, burn_in: int = 0) -> np.ndarray:
     """Soft EPA: the mean true-class softmax probability over all checkpoints (Data Maps' confidence, pooled over runs)."""
-    return _checkpoints(true_prob, burn_in).astype(np.float64).mean(axis=0)
+    return _check_scores(_checkpoints(true_prob, burn_in), "true-class probabilities").mean(axis=0)
 
 
 def prediction_counts(preds: np.ndarray, num_classes: int, *, burn_in: int = 0) -> np.ndarray:
     """``(E, C)`` how many checkpoints predicted each class for each example (one `bincount`, no Python loop)."""
-    flat = _checkpoints(preds, burn_in).astype(np.int64)
-    if flat.size and (flat.min() < 0 or flat.max() >= num_classes):
-        raise InvalidChoiceError(f"predictions must lie in [0, {num_classes}); got [{flat.min()}, {flat.max()}] "
-                                 f"(unfinished runs hold -1: use Trajectory.finished())")
+    flat = _check_predictions(_checkpoints(preds, burn_in), num_classes)
     e = flat.shape[1]
     offsets = flat + num_classes * np.arange(e)[None, :]
     return np.bincount(offsets.ravel(), minlength=e * num_classes).reshape(e, num_classes)
@@ -85,7 +111,7 @@ def epa_buckets(values: np.ndarray, per_bucket: int = 10,
                 percentiles: Sequence[float] = (0.2, 0.4, 0.6, 0.8)) -> dict[str, np.ndarray]:
     """The authors' six buckets: positions (into `values`) of the lowest `per_bucket`, the `per_bucket` starting at
     each percentile position ``int(p * n)`` of the stable ascending order, and the highest `per_bucket`."""
-    values = np.asarray(values)
+    values = _check_scores(values, "the values to bucket", unit=False)
     check_positive("per_bucket", per_bucket)
     n = len(values)
     if per_bucket > n:
@@ -101,7 +127,7 @@ def epa_buckets(values: np.ndarray, per_bucket: int = 10,
 
 def select_targets(epa_values: np.ndarray, labels: np.ndarray, target_class: int, *, per_bucket: int = 10,
                    indices: np.ndarray | None = None) -> list[dict]:
-    """Pick attack targets of `target_class` from each EPA bucket, as the authors do (section 2.3 of the notes).
+    """Pick attack targets of `target_class` from each EPA bucket, as the authors do (arXiv 2509.06896, target selection).
 
     Returns
     -------

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .budget import budget_lower_bound
+from .budget import VARIANTS, budget_lower_bound
 from .config import TrajectoryConfig
 from .data import DataBundle
 from .distance import DistanceResult, distance_matrix
-from .errors import ResultsFileError
+from .errors import ResultsFileError, check_choice, check_classes, check_positive
 from .metrics import select_targets, trajectory_metrics
-from .record import default_path, load_run_model, prepare_data, record_trajectories
-from .utils import atomic_write_csv, exclusive, get_device, progress
+from .record import check_bucket_size, default_path, load_run_model, prepare_data, record_trajectories
+from .utils import atomic_write_csv, check_writable, exclusive, get_device, progress
 
 COLUMNS = ("dataset", "index", "label", "bucket", "epa", "soft_epa", "dps", "dominant", "poison_class", "delta_step",
            "grad_norm", "delta_param", "tau", "tau_inner", "settings")
@@ -72,16 +72,22 @@ def target_metrics_csv(config: TrajectoryConfig, out: str | os.PathLike, *, targ
     use the final model of the trajectory experiment's first run (recorded first if needed). The file is rewritten
     atomically after every target, so an interrupted call resumes where it stopped.
     """
+    check_choice("variant", variant, VARIANTS)  # every setting is checked before any training
+    if tau_batches is not None:
+        check_positive("tau_batches", tau_batches)
+    check_positive("tau_batch_size", tau_batch_size)
+    check_positive("per_bucket", per_bucket)
+    check_writable(Path(out).parent)
     device = get_device(device)
     data = prepare_data(config, data, data_dir=data_dir, download=download)
+    if poison_classes is not None:
+        poison_classes = list(check_classes("poison classes", poison_classes, data.num_classes))
+    if indices is None:
+        check_bucket_size(config, data, data.class_index(target_class), per_bucket)
     path = default_path(config, results_dir)
     traj = record_trajectories(config, data=data, device=device, show_progress=show_progress, keep_models=True,
-                               path=path)
-    try:
-        model = load_run_model(path, run=0).to(device)
-    except ResultsFileError:  # the experiment was recorded earlier without keep_models
-        raise ResultsFileError(f"{path} was recorded without saved models. Fix: delete it (or choose another "
-                               f"--trajectory path) so it is recorded again with keep_models=True.") from None
+                               path=path)  # also trains run 0 again for its weights if they were not kept
+    model = load_run_model(path, run=0).to(device)
     scores = trajectory_metrics(traj)
     position = {int(i): k for k, i in enumerate(scores["indices"])}
     if indices is not None:
@@ -140,3 +146,4 @@ def _fill_table(out: Path, settings: str, config: TrajectoryConfig, chosen: list
             done.add((config.dataset, target["index"], c))
         _write_rows(out, rows)
     return rows
+

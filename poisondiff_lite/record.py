@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .config import TrajectoryConfig
 from .data import DataBundle, ImageDataset, load_dataset
 from .errors import InvalidChoiceError, ResultsFileError
 from .train import predict_logits, train_fresh_many
-from .utils import atomic_write, exclusive, get_device, progress, resolve_results_dir
+from .utils import atomic_write, check_writable, exclusive, get_device, progress, resolve_results_dir
 
 FORMAT_VERSION = 1
 
@@ -97,17 +98,25 @@ class Trajectory:
             with np.load(path, allow_pickle=False) as npz:
                 data = {k: npz[k] for k in npz.files}
             version = int(data["format_version"])
+            if version != FORMAT_VERSION:
+                raise ResultsFileError(f"{path} has format version {version}, this package reads {FORMAT_VERSION}. "
+                                       f"Fix: record it again with this version.")
             config = TrajectoryConfig.from_dict(json.loads(str(data["config_json"])))
+            traj = cls(config=config, labels=data["labels"], indices=data["indices"], preds=data["preds"],
+                       true_prob=data["true_prob"], logits=data.get("logits"), completed=int(data["completed"]),
+                       train_accuracy=data.get("train_accuracy"), seconds=data.get("seconds"),
+                       extra=json.loads(str(data["extra_json"])))
+            runs, epochs, examples = traj.preds.shape
+            if traj.true_prob.shape != traj.preds.shape or len(traj.labels) != examples or traj.completed > runs:
+                raise ValueError(f"inconsistent arrays (preds {traj.preds.shape}, true_prob {traj.true_prob.shape}, "
+                                 f"{len(traj.labels)} labels, {traj.completed} runs completed)")
+        except ResultsFileError:
+            raise
         except Exception as exc:
-            raise ResultsFileError(f"{path} is not a readable trajectory file ({type(exc).__name__}: {exc}). Fix: "
-                                   f"delete it and record again; finished runs in other files are unaffected.") from exc
-        if version != FORMAT_VERSION:
-            raise ResultsFileError(f"{path} has format version {version}, this package reads {FORMAT_VERSION}. "
-                                   f"Fix: record it again with this version.")
-        return cls(config=config, labels=data["labels"], indices=data["indices"], preds=data["preds"],
-                   true_prob=data["true_prob"], logits=data.get("logits"), completed=int(data["completed"]),
-                   train_accuracy=data.get("train_accuracy"), seconds=data.get("seconds"),
-                   extra=json.loads(str(data["extra_json"])))
+            missing = f"no array {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {str(exc)[:150]}"
+            raise ResultsFileError(f"{path} is not a readable trajectory file ({missing}). Fix: delete it and record "
+                                   f"again; finished runs in other files are unaffected.") from None
+        return traj
 
     @classmethod
     def empty(cls, config: TrajectoryConfig, labels: np.ndarray, indices: np.ndarray,
@@ -159,6 +168,18 @@ def prepare_data(config: TrajectoryConfig, data: DataBundle | None = None, *, da
     return data
 
 
+def check_bucket_size(config: TrajectoryConfig, data: DataBundle, target_class: int, per_bucket: int) -> None:
+    """`per_bucket` targets must fit in the recorded examples of the target class (checked before training)."""
+    split = data.test if config.eval_split == "test" else data.train
+    labels = split.labels.cpu().numpy()
+    if config.eval_indices is not None:
+        labels = labels[[i for i in config.eval_indices if i < len(labels)]]
+    members = int((labels == target_class).sum())
+    if per_bucket > members:
+        raise InvalidChoiceError(f"per_bucket={per_bucket} is more than the {members} recorded examples of class "
+                                 f"{data.classes[target_class]!r}; choose at most {members}")
+
+
 def record_trajectories(config: TrajectoryConfig, *, data: DataBundle | None = None, path: str | os.PathLike | None = None,
                         data_dir: str | None = None, download: bool = False, device: torch.device | str = "auto",
                         show_progress: bool = True, keep_models: bool = False,
@@ -187,13 +208,47 @@ def record_trajectories(config: TrajectoryConfig, *, data: DataBundle | None = N
                                  f"{config.eval_split} split")
     split = split.subset(indices)
     traj = _resume_or_start(path, config, split, data.classes, indices)
-    if traj.completed >= config.runs:
+    needs_model = keep_models and not run_model_path(path, 0).exists()
+    if traj.completed >= config.runs and not needs_model:
         return traj.finished(config.runs)
+    check_writable(path.parent)  # before hours of training, not after the first run
     with exclusive(path, "the trajectory file"):  # one recorder per file; re-read under the lock
         traj = _resume_or_start(path, config, split, data.classes, indices)
-        if traj.completed >= config.runs:
-            return traj.finished(config.runs)
-        return _record_runs(config, traj, path, data, split, device, show_progress, keep_models)
+        if traj.completed < config.runs:
+            traj = _record_runs(config, traj, path, data, split, device, show_progress, keep_models)
+        if keep_models and not run_model_path(path, 0).exists():
+            _retrain_run_model(config, traj, path, data, split, device, show_progress)
+        return traj.finished(config.runs)
+
+
+def run_model_path(path: str | os.PathLike, run: int) -> Path:
+    """Where ``record_trajectories(..., keep_models=True)`` saves run `run`'s final weights."""
+    return Path(path).with_name(f"{Path(path).stem}.run{run}.pt")
+
+
+def _save_run_model(config: TrajectoryConfig, path: Path, run: int, model: nn.Module) -> None:
+    saved = {"config": config.to_dict(), "run": run,
+             "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    atomic_write(run_model_path(path, run), lambda f: torch.save(saved, f))
+
+
+def _retrain_run_model(config: TrajectoryConfig, traj: Trajectory, path: Path, data: DataBundle, split: ImageDataset,
+                       device: torch.device, show_progress: bool) -> None:
+    """Run 0 was recorded without its weights (e.g. by ``poisondiff epa``): train it again from its seed and save it.
+
+    Training is seeded, so the model is run 0 again; its final predictions are compared with the recorded ones and a
+    difference (non-deterministic GPU kernels) is reported, not hidden.
+    """
+    [(_, model, _)] = next(train_fresh_many(data.to(device), config.train, [config.seed0],
+                                            device=device, show_progress=show_progress, desc="run 0 (its weights)"))
+    logits = predict_logits(model, split.images.to(device), batch_size=config.train.eval_batch_size, device=device,
+                            cfg=config.train)
+    agree = float((logits.argmax(1).cpu().numpy() == traj.preds[0, -1]).mean())
+    if agree < 1.0:
+        warnings.warn(f"run 0 trained again for its weights agrees with its recorded final predictions on "
+                      f"{agree:.1%} of the examples (non-deterministic kernels); δ and τ use the retrained model",
+                      stacklevel=3)
+    _save_run_model(config, path, 0, model)
 
 
 def _record_runs(config: TrajectoryConfig, traj: Trajectory, path: Path, data: DataBundle, split: ImageDataset,
@@ -226,10 +281,7 @@ def _record_runs(config: TrajectoryConfig, traj: Trajectory, path: Path, data: D
             traj.train_accuracy[run] = history.accuracy
             traj.seconds[run] = seconds
             if keep_models:
-                model_path = path.with_name(f"{path.stem}.run{run}.pt")
-                saved = {"config": config.to_dict(), "run": run,
-                         "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-                atomic_write(model_path, lambda f: torch.save(saved, f))
+                _save_run_model(config, path, run, model)
         traj.completed = group[-1][0] - config.seed0 + 1
         traj.save(path)
         runs.update(len(group))
@@ -259,14 +311,21 @@ def load_run_model(path: str | os.PathLike, run: int = 0) -> nn.Module:
     """Rebuild run `run`'s final model saved by ``record_trajectories(..., keep_models=True)``."""
     from .models import build_model
 
-    model_path = Path(path).with_name(f"{Path(path).stem}.run{run}.pt")
+    model_path = run_model_path(path, run)
     if not model_path.exists():
-        raise ResultsFileError(f"no saved model at {model_path}. Fix: record with keep_models=True.")
-    saved = torch.load(model_path, map_location="cpu", weights_only=True)
-    config = TrajectoryConfig.from_dict(saved["config"])
-    num_classes = saved["state"]["head.weight"].shape[0]
-    mean = tuple(saved["state"]["mean"].flatten().tolist())
-    std = tuple(saved["state"]["std"].flatten().tolist())
-    model = build_model(config.train.model, num_classes, mean=mean, std=std)
-    model.load_state_dict(saved["state"])
+        raise ResultsFileError(f"no saved model at {model_path}. Fix: call record_trajectories(config, "
+                               f"keep_models=True) (or poisondiff epa --keep-models), which saves it.")
+    fix = ("delete it; record_trajectories(config, keep_models=True) trains run 0 again and saves it" if run == 0
+           else "delete it and the trajectory file, and record again with keep_models=True")
+    try:
+        saved = torch.load(model_path, map_location="cpu", weights_only=True)
+        config = TrajectoryConfig.from_dict(saved["config"])
+        num_classes = saved["state"]["head.weight"].shape[0]
+        mean = tuple(saved["state"]["mean"].flatten().tolist())
+        std = tuple(saved["state"]["std"].flatten().tolist())
+        model = build_model(config.train.model, num_classes, mean=mean, std=std)
+        model.load_state_dict(saved["state"])
+    except Exception as exc:
+        raise ResultsFileError(f"{model_path} is not a readable saved model ({type(exc).__name__}: "
+                               f"{str(exc)[:120]}). Fix: {fix}.") from None
     return model.eval()

@@ -1,4 +1,5 @@
-"""The authors' reported numbers, to compare against (paper notes, section 3; from their code release's raw tables).
+"""The authors' reported numbers, to compare against (arXiv 2509.06896; from the raw tables of their code release,
+goodzcyabc/targeted-poisoning-difficulty).
 
 These are what the authors' own pipeline produced (ResNet-18 / VGG-16 on GPUs, full data sets, 8 victims), not
 guaranteed paper-figure values. Keys of bucket tables are the `metrics.BUCKETS` names.

@@ -1,6 +1,6 @@
 """How well a difficulty metric predicts attack success: correlations, AUROC and per-group summaries.
 
-Sign convention (paper notes, ambiguity 12): a *higher* EPA, δ or τ means *harder* to poison, so the expected
+Sign convention (as in arXiv 2509.06896): a *higher* EPA, δ or τ means *harder* to poison, so the expected
 correlation with attack success is negative, and AUROC is the probability that a successful target has a *lower*
 metric value than an unsuccessful one (0.5: no information; 1: the metric separates them perfectly).
 """

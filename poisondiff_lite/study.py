@@ -1,6 +1,6 @@
 """Study driver: do EPA, δ and τ predict real attacks?
 
-`run_study` follows the authors' protocol (paper notes, sections 2.3-2.4):
+`run_study` follows the authors' protocol (arXiv 2509.06896, experimental setup):
 
 1. record M clean runs (EPA, DPS) with the trajectory recorder; run 0's final model is the attacker's surrogate;
 2. pick targets of one class from the six EPA buckets (and, optionally, the lowest and highest δ);
@@ -34,11 +34,11 @@ from .budget import budget_lower_bound
 from .config import TrainConfig, TrajectoryConfig, stable_dict
 from .data import DataBundle
 from .distance import DistanceResult, distance_matrix
-from .errors import InvalidChoiceError, ResultsFileError, check_choice, check_positive
+from .errors import InvalidChoiceError, ResultsFileError, check_choice, check_number, check_positive
 from .metrics import BUCKETS, select_targets, trajectory_metrics
-from .record import default_path, load_run_model, prepare_data, record_trajectories
+from .record import check_bucket_size, default_path, load_run_model, prepare_data, record_trajectories
 from .stats import auroc, auroc_interval, correlation_pvalue, group_summary, pearson, spearman
-from .utils import atomic_write_json, exclusive, get_device, progress, resolve_results_dir
+from .utils import atomic_write_json, check_writable, exclusive, get_device, progress, read_json, resolve_results_dir
 from .victims import (HeadConfig, ResultsLog, asr_interval, extract_features, insert_poisons, log_outcomes,
                       outcome_row, poisoned_features, scratch_victims, success_table, transfer_victims, victim_seeds)
 
@@ -82,6 +82,15 @@ class StudyConfig:
             raise InvalidChoiceError(f"a study needs at least one attack; choose from {', '.join(ATTACKS)}")
         for bucket in self.buckets:
             check_choice("EPA bucket", bucket, BUCKETS)
+        for name in ("target_class", "poison_class", "per_bucket", "extremes", "victims", "victim_seed0", "tau_batches",
+                     "tau_batch_size", "crafting_seed"):
+            check_number(name, getattr(self, name), integer=True)
+        check_positive("target_class", self.target_class, allow_zero=True)
+        check_positive("poison_class", self.poison_class, allow_zero=True)
+        check_positive("tau_batch_size", self.tau_batch_size)
+        check_number("success_threshold", self.success_threshold)
+        if not 0 < self.success_threshold <= 1:
+            raise InvalidChoiceError(f"success_threshold must lie in (0, 1], got {self.success_threshold}")
         if self.target_class == self.poison_class:
             raise InvalidChoiceError("the poison class must differ from the target class")
         check_positive("per_bucket", self.per_bucket)
@@ -313,10 +322,29 @@ def read_study(folder: str | os.PathLike, config: StudyConfig | None = None) -> 
     """Read the study saved in `folder` (its config from ``study.json`` unless given), whatever version wrote it."""
     folder = Path(folder)
     if config is None:
-        config = StudyConfig.from_dict(json.loads((folder / "study.json").read_text()))
-    saved = json.loads((folder / "targets.json").read_text())
+        try:
+            config = StudyConfig.from_dict(read_json(folder / "study.json", STUDY_JSON_FIX))
+        except (TypeError, ValueError) as exc:
+            raise ResultsFileError(f"{folder / 'study.json'} does not describe a study ({exc}). "
+                                   f"Fix: {STUDY_JSON_FIX}") from None
+    targets = _read_targets(folder / "targets.json")
     log = ResultsLog.read(folder / "results.jsonl")
-    return StudyResults(config, _from_json(saved["targets"]), log.rows, tuple(saved.get("classes", ())), folder)
+    return StudyResults(config, targets["targets"], log.rows, targets["classes"], folder)
+
+
+STUDY_JSON_FIX = "rerun the study with its config (run_study / poisondiff study), which writes it again"
+TARGETS_FIX = ("delete it; the study chooses its targets again (the same ones: the choice is deterministic) and keeps "
+               "the victims already logged")
+
+
+def _read_targets(path: Path) -> dict[str, Any]:
+    """The saved targets and class names of a study; a damaged file is a one-line error naming the fix."""
+    saved = read_json(path, TARGETS_FIX)
+    try:
+        return {"targets": _from_json(saved["targets"]), "classes": tuple(saved.get("classes", ()))}
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ResultsFileError(f"{path} does not hold a study's targets ({type(exc).__name__}: {exc}). "
+                               f"Fix: {TARGETS_FIX}") from None
 
 
 def find_studies(results_dir: str | os.PathLike | None = None) -> list[StudyResults]:
@@ -432,8 +460,8 @@ def run_study(config: StudyConfig, *, data: DataBundle | None = None, data_dir: 
     data = prepare_data(config.trajectory, data, data_dir=data_dir, download=download)
     check_choice("target class", config.target_class, range(data.num_classes))
     check_choice("poison class", config.poison_class, range(data.num_classes))
-    folder = study_dir(config, results_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    check_bucket_size(config.trajectory, data, config.target_class, config.per_bucket)
+    folder = check_writable(study_dir(config, results_dir))  # a read-only folder fails now, not after training
     with exclusive(folder, "the study"):  # one writer per study: a second process stops here with one line
         return _run_locked(config, folder, data, device, requested_device, results_dir, show_progress, client)
 
@@ -448,7 +476,7 @@ def _run_locked(config: StudyConfig, folder: Path, data: DataBundle, device: tor
 
     targets_path = folder / "targets.json"
     if targets_path.exists():
-        targets = _from_json(json.loads(targets_path.read_text())["targets"])
+        targets = _read_targets(targets_path)["targets"]
     else:
         scores = trajectory_metrics(traj)
         chosen, known_tau = _choose_targets(config, scores, surrogate, split.images, data.train, device, show_progress)

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import DeviceUnavailableError, InvalidChoiceError, PoisonDiffError, ResultsFileError, check_choice
+from .errors import (DeviceUnavailableError, InvalidChoiceError, PoisonDiffError, ResultsFileError, check_choice,
+                     check_number)
 
 T = TypeVar("T")
 
@@ -64,7 +65,8 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch (CPU and CUDA)."""
+    """Seed Python, NumPy and PyTorch (CPU and CUDA); a seed that is not an integer (``"abc"``, 1.5) is an error."""
+    check_number("seed", seed, integer=True)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -73,7 +75,7 @@ def seed_everything(seed: int) -> None:
 def resolve_quick(quick: bool | None = None, device: torch.device | None = None) -> bool:
     """Decide quick mode: an explicit bool wins, then ``POISONDIFF_QUICK``, then "quick unless a GPU is present"."""
     if quick is not None:
-        return bool(quick)
+        return check_flag("QUICK", quick)
     env = os.environ.get(QUICK_ENV)
     if env is not None and env.strip() != "":
         return env.strip().lower() not in {"0", "false", "no", "off"}
@@ -104,7 +106,11 @@ def resolve_results_dir(results_dir: str | os.PathLike | None = None) -> Path:
         path = Path(os.environ[RESULTS_ENV])
     else:
         path = project_root() / "results"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsFileError(f"cannot create the results folder {path} ({exc.strerror or exc}). Fix: choose "
+                               f"another with --results-dir / POISONDIFF_RESULTS / RESULTS_DIR.") from None
     return path
 
 
@@ -121,7 +127,7 @@ def progress(iterable: Iterable[T], *, enable: bool = True, **kwargs: Any) -> It
 
     With ``enable=True`` the environment still decides: ``TQDM_DISABLE=1`` (as CI sets) silences every bar.
     """
-    if not enable:
+    if not check_flag("progress (INTERACTIVE / show_progress)", enable):
         kwargs["disable"] = True
     return tqdm(iterable, mininterval=0.5, dynamic_ncols=True, **kwargs)
 
@@ -132,18 +138,50 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binar
     A crash mid-write leaves the old file (or none) in place, never a half-written one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
     try:
         with os.fdopen(fd, "wb" if binary else "w") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the user's usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _unwritable(path, exc) from None
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _unwritable(path: Path, exc: OSError) -> ResultsFileError:
+    return ResultsFileError(f"could not write {path} ({exc.strerror or exc}). Fix: free disk space or choose a "
+                            f"writable results folder (--results-dir / POISONDIFF_RESULTS); work already saved is kept.")
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Create `folder` if needed and make sure files can be written in it, before any long computation starts."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ResultsFileError(f"the results folder {folder} is not writable ({exc.strerror or exc}). Fix: choose "
+                               f"another with --results-dir / POISONDIFF_RESULTS / RESULTS_DIR, or fix its "
+                               f"permissions.") from None
+    return folder
 
 
 def atomic_write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: Sequence[str], *,
@@ -154,6 +192,16 @@ def atomic_write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: 
     writer.writeheader()
     writer.writerows(rows)
     return atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=False)
+
+
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """Parse a JSON file this package wrote; a missing, truncated or damaged one is a one-line `ResultsFileError`
+    ending in `fix`."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ResultsFileError(f"{path} is not readable ({type(exc).__name__}: {str(exc)[:100]}). Fix: {fix}") from None
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

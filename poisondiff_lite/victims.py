@@ -1,6 +1,6 @@
 """Validation harness: insert poisons, retrain victims, measure attack success; an append-only results log.
 
-Two victim settings (paper notes, section 2.2):
+Two victim settings (arXiv 2509.06896, threat model):
 
 - ``scratch``: every victim is a fresh model trained from a new initialisation on the poisoned training set with the
   victim recipe (Witches' Brew's "retrain from scratch" validation);

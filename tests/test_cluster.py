@@ -71,6 +71,13 @@ def test_worker_threads_follow_the_dask_thread_count(client):
     assert set(client.run(lambda: (cluster._worker_threads(), torch.get_num_threads())[1]).values()) == {1}
 
 
+def test_local_workers_keep_glibcs_adaptive_malloc(client):
+    # Dask's default MALLOC_TRIM_THRESHOLD_=65536 made a CPU victim 1.7x slower inside a worker
+    import os
+
+    assert set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == {None}
+
+
 def test_a_killed_worker_loses_nothing_and_duplicates_nothing(tmp_path, toy_bundle, client):
     config = dataclasses.replace(tiny_config(victims=6),
                                  trajectory=dataclasses.replace(tiny_config().trajectory,

@@ -45,7 +45,7 @@ def test_failed_write_leaves_old_file_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez", broken_savez)
     traj.completed = 1
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ResultsFileError, match="disk full.*Fix: free disk space"):  # one line, naming the fix
         traj.save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["t.npz"]  # no temporary file left behind
