@@ -15,7 +15,9 @@ from .errors import (DatasetCorruptError, DatasetNotFoundError, DeviceUnavailabl
 from .metrics import dps, epa, epa_buckets, per_class_mean, select_targets, soft_epa, trajectory_metrics
 from .models import MODELS, build_model, register_model
 from .shipped import shipped_studies, shipped_study
-from .study import StudyConfig, StudyResults, find_studies, format_table, load_study, run_study
+from .results import StudyResults, find_studies, format_table, load_study
+from .study import run_study
+from .study_config import StudyConfig
 from .record import Trajectory, default_path, load_run_model, record_trajectories
 from .train import History, accuracy, predict_logits, train_fresh, train_fresh_many, train_model
 from .victims import HeadConfig, asr_interval, insert_poisons

@@ -15,7 +15,8 @@ from .metrics import BUCKETS, trajectory_metrics
 from .metrics_table import read_rows
 from .record import Trajectory
 from .stats import correlation_pvalue, pearson
-from .study import StudyResults, attack_id, baseline_id, find_studies
+from .results import StudyResults, find_studies
+from .study_config import attack_id, baseline_id
 from .utils import resolve_results_dir
 
 

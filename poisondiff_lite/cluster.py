@@ -146,7 +146,7 @@ def run_plan_on_client(client, plan: StudyPlan, log: ResultsLog, *, data: DataBu
     (target, attack, victim) is submitted once, and only this process writes.
     """
     distributed = _distributed()
-    from .study import attack_id, baseline_id
+    from .study_config import attack_id, baseline_id
 
     config = plan.config
     data_f = client.scatter(data, broadcast=True)

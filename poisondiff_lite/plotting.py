@@ -10,7 +10,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .metrics import BUCKETS
-from .study import METRIC_LABELS
+from .study_config import METRIC_LABELS
 
 BUCKET_COLORS = {"lowest": "#d62728", "p20": "#ff7f0e", "p40": "#bcbd22", "p60": "#2ca02c", "p80": "#17becf",
                  "highest": "#1f77b4"}

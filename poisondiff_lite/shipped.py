@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import InvalidChoiceError, ResultsFileError
-from .study import StudyConfig, StudyResults, read_study
+from .results import StudyResults, read_study
+from .study_config import StudyConfig
 from .utils import atomic_write_json
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"

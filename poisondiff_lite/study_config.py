@@ -1,0 +1,171 @@
+"""A study's configuration (`StudyConfig` with quick / lab / full presets), its stable hash and folder, and the ids
+of setups, attacks and baselines that key the study's log."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .attacks import ATTACKS, AttackConfig
+from .config import TrainConfig, TrajectoryConfig, stable_dict
+from .errors import InvalidChoiceError, check_choice, check_number, check_positive
+from .metrics import BUCKETS
+from .utils import resolve_results_dir
+from .victims import HeadConfig
+
+METRICS = ("epa", "dps", "delta_step", "delta_param", "tau")
+METRIC_LABELS = {"epa": "EPA", "dps": "DPS", "delta_step": "δ (η*)", "delta_param": "δ (η*·‖g‖)", "tau": "τ"}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """One attack-validation study."""
+
+    trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig.full)  # the EPA experiment (and surrogate)
+    attacks: tuple[AttackConfig, ...] = (AttackConfig(),)  # attacks to run on every target
+    victim: TrainConfig | None = None  # recipe of victims retrained from scratch (None: the trajectory's recipe)
+    head: HeadConfig = field(default_factory=HeadConfig)  # recipe of transfer victims' linear heads
+    target_class: int = 0  # y_t (the paper: airplane / goldfish)
+    poison_class: int = 1  # y_p (the paper: automobile / European fire salamander)
+    per_bucket: int = 10  # targets per EPA bucket
+    buckets: tuple[str, ...] = BUCKETS  # which EPA buckets to draw from
+    extremes: int = 0  # also this many lowest and highest targets of the class by `extreme_metric`
+    extreme_metric: str = "delta"  # "delta" (the authors' δ experiment) | "tau"
+    victims: int = 8  # V: victims retrained per (target, attack)
+    victim_seed0: int = 1000  # victim v is initialised from seed victim_seed0 + v
+    tau_batches: int = 50  # batches estimating g(D_c; w_p) for τ
+    tau_batch_size: int = 256  # their size
+    crafting_seed: int = 0  # seeds the attacks' initialisation and augmentation
+    success_threshold: float = 0.5  # a target counts as "poisoned" for AUROC when its ASR reaches this
+
+    def __post_init__(self) -> None:
+        if isinstance(self.trajectory, dict):  # rebuilt from JSON
+            object.__setattr__(self, "trajectory", TrajectoryConfig.from_dict(self.trajectory))
+        attacks = tuple(AttackConfig(**a) if isinstance(a, dict) else a for a in self.attacks)
+        object.__setattr__(self, "attacks", attacks)
+        if isinstance(self.victim, dict):
+            object.__setattr__(self, "victim", TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                              for k, v in self.victim.items()}))
+        if isinstance(self.head, dict):
+            object.__setattr__(self, "head", HeadConfig(**self.head))
+        object.__setattr__(self, "buckets", tuple(self.buckets))
+        if not self.attacks:
+            raise InvalidChoiceError(f"a study needs at least one attack; choose from {', '.join(ATTACKS)}")
+        for bucket in self.buckets:
+            check_choice("EPA bucket", bucket, BUCKETS)
+        for name in ("target_class", "poison_class", "per_bucket", "extremes", "victims", "victim_seed0", "tau_batches",
+                     "tau_batch_size", "crafting_seed"):
+            check_number(name, getattr(self, name), integer=True)
+        check_positive("target_class", self.target_class, allow_zero=True)
+        check_positive("poison_class", self.poison_class, allow_zero=True)
+        check_positive("tau_batch_size", self.tau_batch_size)
+        check_number("success_threshold", self.success_threshold)
+        if not 0 < self.success_threshold <= 1:
+            raise InvalidChoiceError(f"success_threshold must lie in (0, 1], got {self.success_threshold}")
+        if self.target_class == self.poison_class:
+            raise InvalidChoiceError("the poison class must differ from the target class")
+        check_positive("per_bucket", self.per_bucket)
+        check_positive("victims", self.victims)
+        check_positive("extremes", self.extremes, allow_zero=True)
+        check_choice("extreme metric", self.extreme_metric, ("delta", "tau"))
+        check_positive("tau_batches", self.tau_batches)
+
+    @property
+    def victim_recipe(self) -> TrainConfig:
+        return self.victim if self.victim is not None else self.trajectory.train
+
+    @classmethod
+    def full(cls, dataset: str = "cifar10", **overrides: Any) -> StudyConfig:
+        """The paper's main setting: 10 targets per EPA bucket, GM (and any attacks passed), 8 victims, 40 epochs."""
+        base = cls(trajectory=TrajectoryConfig.full(dataset), attacks=(AttackConfig.full("gm"),), victims=8)
+        if dataset == "tinyimagenet":  # 50 poisons of 100,000 (0.05 %), 4 targets per group (section 2.3)
+            base = dataclasses.replace(base, attacks=(AttackConfig.full("gm", budget=0.0005),), per_bucket=4,
+                                       buckets=("lowest", "p40", "highest"))
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def quick(cls, dataset: str = "cifar10", **overrides: Any) -> StudyConfig:
+        """CPU-sized: the quick trajectories, 1 target in each of 3 buckets, 2 victims, short crafting."""
+        base = cls(trajectory=TrajectoryConfig.quick(dataset), attacks=(AttackConfig.quick("gm"),), per_bucket=1,
+                   buckets=("lowest", "p40", "highest"), victims=2, tau_batches=10, head=HeadConfig.quick())
+        if dataset == "tinyimagenet":  # 10 classes x 100 images: 25 poisons (a quarter of the poison class)
+            base = dataclasses.replace(base, attacks=(AttackConfig.quick("gm", num_poisons=25),))
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def lab(cls, dataset: str = "cifar10", setting: str = "scratch", **overrides: Any) -> StudyConfig:
+        """Laptop scale where the attacks succeed on easy targets (CPU, about an hour or two on 2 cores).
+
+        The surrogate and the EPA runs are `TrajectoryConfig.lab` (8 x 16 epochs of the small network); crafting is
+        as strong as the paper's per restart (250 signed-Adam steps, ε 16/255, 1 % budget).
+
+        - ``setting="scratch"``: gradient matching with crop + flip while crafting (the victims train with them),
+          one restart (a restart of the full-network gradient matching costs about a minute on one core); victims
+          retrained from scratch with the surrogate's recipe; 5 targets per EPA bucket, 4 victims.
+        - ``setting="transfer"``: feature collision (25 poisons, ε 8/255), Bullseye Polytope and gradient matching on
+          the head's gradient (1 %, ε 16/255), all crafted without augmentation (the victims train a linear head on
+          fixed features); 10 targets per EPA bucket, 8 victims.
+
+        TinyImageNet (its first 10 classes, see `TrajectoryConfig.lab`): bullfrog targets (50 validation images; the
+        goldfish are nearly all easy at this scale) and salamander poisons; 25 poisons for gradient matching (a
+        quarter of the poison class, 2.5 % of the 1,000 training images, as in quick mode), 3 targets per bucket x 4
+        victims from scratch; transfer: FC and GM on the head, 5 per bucket x 8 victims.
+        """
+        check_choice("setting", setting, ("scratch", "transfer"))
+        trajectory = TrajectoryConfig.lab(dataset)
+        if dataset == "tinyimagenet":  # 10 classes x 100 images; the target class has 50 validation images
+            # bullfrog targets, not the paper's goldfish: among 10 classes 80 % of the goldfish have EPA >= 0.86,
+            # so the EPA buckets would not spread; the bullfrog's EPA spans 0-0.77. Poison class: salamander.
+            classes = {"target_class": 2, "poison_class": 1}
+            if setting == "scratch":
+                base = cls(trajectory=trajectory, attacks=(AttackConfig.full("gm", restarts=1, num_poisons=25),),
+                           per_bucket=3, victims=4, tau_batches=20, **classes)
+            else:
+                attacks = (AttackConfig.full("fc"),
+                           AttackConfig.full("gm", restarts=2, augment=False, setting="transfer", num_poisons=25))
+                base = cls(trajectory=trajectory, attacks=attacks, per_bucket=5, victims=8, tau_batches=20, **classes)
+            return dataclasses.replace(base, **overrides)
+        if setting == "scratch":
+            base = cls(trajectory=trajectory, attacks=(AttackConfig.full("gm", restarts=1),), per_bucket=5,
+                       victims=4, tau_batches=20)
+        else:
+            attacks = (AttackConfig.full("fc"),
+                       AttackConfig.full("bp", restarts=2, augment=False, setting="transfer"),
+                       AttackConfig.full("gm", restarts=2, augment=False, setting="transfer"))
+            base = cls(trajectory=trajectory, attacks=attacks, per_bucket=10, victims=8, tau_batches=20)
+        return dataclasses.replace(base, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
+        data = {k: tuple(v) if isinstance(v, list) and k != "attacks" else v for k, v in data.items()}
+        return cls(**data)
+
+    def key(self) -> str:
+        """Stable hash of everything but the victim count (more victims extend a study)."""
+        data = {k: v for k, v in self.to_dict().items() if k != "victims"}
+        return hashlib.sha256(json.dumps(stable_dict(data), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def setup_key(target_class: int, poison_class: int, target_index: int) -> str:
+    """Witches' Brew's deterministic poison key ``y_t-y_p-index``: the same key, the same experiment."""
+    return f"{target_class}-{poison_class}-{target_index}"
+
+
+def attack_id(attack: AttackConfig) -> str:
+    return f"{attack.name}-{attack.key()}"
+
+
+def baseline_id(setting: str) -> str:
+    return f"none-{setting}"
+
+
+def study_dir(config: StudyConfig, results_dir: str | os.PathLike | None = None) -> Path:
+    return resolve_results_dir(results_dir) / "studies" / f"{config.trajectory.dataset}-{config.key()}"
