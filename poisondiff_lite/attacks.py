@@ -38,7 +38,6 @@ from .errors import InvalidChoiceError, ResultsFileError, check_choice, check_nu
 from .utils import atomic_write, eval_mode, get_device, progress
 
 ATTACKS = ("gm", "bp", "fc")
-ATTACK_NAMES = {"gm": "gradient matching", "bp": "Bullseye Polytope", "fc": "feature collision"}
 SETTINGS = ("scratch", "transfer")
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]

@@ -135,7 +135,7 @@ def _budget(model, image, poison_class, train_set, delta, last_layer_only, num_b
     g_clean = clean_gradient(model, w_p, train_set, num_batches=num_batches, batch_size=batch_size, seed=seed,
                              device=device)
     inner = float(sum((w_p[k].double() * g_clean[k].double()).sum() for k in w_p))
-    return BudgetResult(max(inner / lam, 0.0), inner, lam, delta.step)
+    return BudgetResult(tau_from_inner(inner, num_classes, variant), inner, lam, delta.step)
 
 
 def budget_matrix(model: nn.Module, images: torch.Tensor, poison_classes: np.ndarray, train_set: ImageDataset,
@@ -143,6 +143,6 @@ def budget_matrix(model: nn.Module, images: torch.Tensor, poison_classes: np.nda
     """τ for targets `images` toward `poison_classes[i]` given their δ steps (one clean-gradient pass per pair)."""
     out = np.full(len(images), np.nan)
     for i, (image, cls, step) in enumerate(zip(images, poison_classes, steps)):
-        delta = DistanceResult(float(step), math.nan, math.nan, -1)
+        delta = DistanceResult.from_step(step)
         out[i] = budget_lower_bound(model, image, int(cls), train_set, delta=delta, **kwargs).tau
     return out

@@ -39,6 +39,11 @@ class DistanceResult:
     distance: float  # η*·‖g‖: length of the parameter move
     pred_before: int  # the clean model's prediction on the target
 
+    @classmethod
+    def from_step(cls, step: float) -> DistanceResult:
+        """A result known only by its step η* (e.g. read back from a table): enough for τ, which needs w_p only."""
+        return cls(float(step), math.nan, math.nan, -1)
+
 
 def moved_parameters(model: nn.Module, last_layer_only: bool = False) -> dict[str, torch.Tensor]:
     """The parameters δ moves: every trainable one, or only the linear head's (``head.*``)."""

@@ -144,7 +144,3 @@ def build_model(name: str, num_classes: int, *, mean: tuple[float, ...] = (0.5, 
         body, head = _vgg(int(name[3:]), num_classes)
     return Classifier(body, head, mean, std)
 
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

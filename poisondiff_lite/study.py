@@ -17,7 +17,6 @@ nothing finished is recomputed.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +62,7 @@ def _choose_targets(config: StudyConfig, scores: dict[str, np.ndarray], model: t
         if config.extreme_metric == "tau":  # one clean-gradient estimate per member: costly, hence optional
             images = split_images[scores["indices"][members]]
             values = np.array([budget_lower_bound(model, images[k], config.poison_class, train_set,
-                                                  delta=DistanceResult(float(v), math.nan, math.nan, -1),
+                                                  delta=DistanceResult.from_step(v),
                                                   num_batches=config.tau_batches, batch_size=config.tau_batch_size,
                                                   device=device).tau
                                for k, v in enumerate(progress(values, enable=show_progress, desc="τ of candidates"))])

@@ -7,7 +7,6 @@ it never waits for input.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,7 +88,7 @@ class TargetView:
         if self.model is None or self.train_set is None or int(self.traj.labels[pos]) == cls:
             return None
         if (pos, cls) not in self._tau:
-            delta = DistanceResult(float(self.delta(pos)[cls]), math.nan, math.nan, -1)
+            delta = DistanceResult.from_step(self.delta(pos)[cls])
             self._tau[(pos, cls)] = budget_lower_bound(self.model, self.images[pos], cls, self.train_set, delta=delta,
                                                        num_batches=self.tau_batches, device=self.device).tau
         return self._tau[(pos, cls)]
