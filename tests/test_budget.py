@@ -9,7 +9,7 @@ import torch
 from poisondiff_lite import InvalidChoiceError
 from poisondiff_lite.budget import budget_lower_bound, clean_gradient, lambert_denominator, tau_from_inner
 from poisondiff_lite.data import ImageDataset
-from poisondiff_lite.distance import DistanceResult
+from poisondiff_lite.distance import DistanceResult, moved_parameters
 from test_distance import linear_model
 
 
@@ -93,6 +93,31 @@ def test_tau_vanishes_at_a_stationary_point():
     assert abs(far.inner) > 0.1  # away from stationarity the inner product is not small ...
     assert abs(near.inner) < 1e-3 * abs(far.inner)  # ... at the minimiser it vanishes (float32 rounding aside)
     assert near.tau < 1e-3 * max(far.tau, abs(far.inner) / far.lambert)
+
+
+def test_sampled_clean_gradient_converges_to_the_full_data_gradient():
+    model, train = _linear_problem(seed=3, n=200)
+    params = {k: p.detach() + 0.05 for k, p in moved_parameters(model).items()}
+    full = clean_gradient(model, params, train, num_batches=None, device="cpu")
+
+    def relative_error(batches: int) -> float:
+        g = clean_gradient(model, params, train, num_batches=batches, batch_size=16, seed=1, device="cpu")
+        diff = sum(float(((g[k] - full[k]) ** 2).sum()) for k in full)
+        return math.sqrt(diff / sum(float((full[k] ** 2).sum()) for k in full))
+
+    assert relative_error(400) < 0.1 < relative_error(1)
+
+
+def test_authors_variant_divides_the_same_inner_product_by_w_of_c_minus_one_over_e():
+    model, train = _linear_problem(seed=4)
+    x = torch.rand(3, 2, 2, generator=torch.Generator().manual_seed(6))
+    p = (int(model(x[None]).argmax()) + 1) % 3
+    derived = budget_lower_bound(model, x, p, train, num_batches=None, device="cpu")
+    authors = budget_lower_bound(model, x, p, train, num_batches=None, variant="authors", device="cpu")
+    assert authors.inner == pytest.approx(derived.inner) and derived.inner > 0
+    assert authors.lambert == pytest.approx(0.98396, abs=1e-4)  # W(3 - 1/e), C = 3
+    assert derived.lambert == pytest.approx(0.46306, abs=1e-4)  # W(2/e)
+    assert authors.tau == pytest.approx(derived.inner / 0.98396, rel=1e-4) and authors.tau < derived.tau
 
 
 def test_budget_leaves_model_untouched_and_sampling_is_seeded():

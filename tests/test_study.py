@@ -10,6 +10,9 @@ import torch
 import poisondiff_lite.study as study
 from poisondiff_lite import InvalidChoiceError, ResultsFileError, TrainConfig, TrajectoryConfig
 from poisondiff_lite.attacks import AttackConfig
+from poisondiff_lite.budget import budget_lower_bound
+from poisondiff_lite.distance import poisoning_distance
+from poisondiff_lite.record import default_path, load_run_model
 from poisondiff_lite.stats import auroc, group_summary, pearson, spearman
 from poisondiff_lite.victims import HeadConfig, ResultsLog, asr_interval
 
@@ -187,7 +190,16 @@ def test_study_targets_follow_buckets_and_metrics(tmp_path, toy_bundle):
     assert results.targets[0]["epa"] <= results.targets[1]["epa"]
     for t in results.targets:
         assert t["key"] == f"0-1-{t['index']}" and int(toy_bundle.test.labels[t["index"]]) == 0
-        assert t["delta_step"] >= 0 and t["tau"] >= 0
+    # δ and τ are those of the surrogate (run 0's final model), recomputed here directly
+    surrogate = load_run_model(default_path(config.trajectory, tmp_path), run=0)
+    for t in results.targets:
+        image = toy_bundle.test.images[t["index"]]
+        direct = poisoning_distance(surrogate, image, config.poison_class, device="cpu")
+        assert t["delta_step"] == pytest.approx(direct.step, abs=2e-4, rel=1e-5)
+        assert t["delta_param"] == pytest.approx(direct.distance, rel=1e-3, abs=2e-4 * direct.grad_norm)
+        tau = budget_lower_bound(surrogate, image, config.poison_class, toy_bundle.train, delta=direct,
+                                 num_batches=config.tau_batches, batch_size=config.tau_batch_size, device="cpu").tau
+        assert t["tau"] == pytest.approx(tau, rel=1e-3, abs=1e-6)
     saved = json.loads((results.path / "study.json").read_text())
     assert study.StudyConfig.from_dict(saved) == config
     assert {p.name.split("-")[0] for p in (results.path / "poisons").iterdir()} == {"0"}
