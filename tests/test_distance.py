@@ -60,6 +60,20 @@ def test_bisection_tolerance_is_honoured(alpha):
     assert eta <= step <= eta + alpha
 
 
+@pytest.mark.parametrize("method", ["loop", "batched"])
+def test_a_flip_at_exactly_the_last_doubling_is_found(method):
+    model = linear_model(seed=3)
+    x = torch.rand(3, 2, 2, generator=torch.Generator().manual_seed(9))
+    p = (int(model(x[None]).argmax()) + 1) % 4
+    eta, _ = closed_form(model, x, p)
+    # from m_init = η*/3 the bracket ends are η*/3, 2η*/3, 4η*/3: the second doubling is the first that flips
+    search = dict(poison_classes=[p], m_init=eta / 3, alpha=1e-6, device="cpu", method=method, show_progress=False)
+    label = np.array([int(model(x[None]).argmax())])
+    found = distance_matrix(model, x[None], label, max_doublings=2, **search).step[0, p]
+    assert eta <= found <= eta + 1e-6 + 1e-6
+    assert math.isinf(distance_matrix(model, x[None], label, max_doublings=1, **search).step[0, p])
+
+
 def test_weights_are_restored_exactly():
     torch.manual_seed(0)
     model = build_model("fastnet_small", 10).eval()
