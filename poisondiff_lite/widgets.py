@@ -176,8 +176,10 @@ def target_figure(view: TargetView, index: int | None = None, *, position: int |
         else:
             tau_ax.bar(xs, np.nan_to_num(tau, nan=0.0), color=["#d62728" if c == view.poison_class else "#ff7f0e"
                                                                for c in xs])
-            tau_ax.set_ylabel("τ (poison ratio)")
             known = np.isfinite(tau)
+            positive = tau[known & (tau > 0)]
+            tau_ax.set_yscale("symlog", linthresh=float(positive.min()) if len(positive) else 1e-3)  # τ spans decades
+            tau_ax.set_ylabel("τ (bound on poison ratio, log)")
             tau_ax.set_title(f"τ toward {'each class' if known.sum() > 1 else poison}"
                              f" (0: the bound does not bind)", fontsize=9)
         tau_ax.set_xticks(xs)

@@ -97,8 +97,9 @@ def test_target_figure_shows_dynamics_delta_and_tau(toy_view):
     independent = budget_lower_bound(toy_view.model, toy_view.images[pos], 2, toy_view.train_set, num_batches=2,
                                      delta=DistanceResult(float(toy_view.delta(pos)[2]), 0, 0, -1), device="cpu").tau
     assert tau[2] == pytest.approx(independent, rel=1e-4, abs=1e-9)
-    bars = next(ax for ax in fig.axes if ax.get_ylabel().startswith("τ")).patches
-    assert np.allclose([b.get_height() for b in bars], np.nan_to_num(tau, nan=0.0))
+    tau_ax = next(ax for ax in fig.axes if ax.get_ylabel().startswith("τ"))
+    assert np.allclose([b.get_height() for b in tau_ax.patches], np.nan_to_num(tau, nan=0.0))
+    assert tau_ax.get_yscale() == "symlog"  # τ spans decades: a linear axis hides all but the largest
     matplotlib.pyplot.close(fig)
 
 
