@@ -119,6 +119,8 @@ def test_notebook_errors_show_one_line_naming_the_choices():
     ("05", {"BUDGET": -0.01}, "budget must be > 0, got -0.01"),
     ("01", {"MODEL": "resnet99"}, "unknown model 'resnet99'; valid choices: 'fastnet', 'fastnet_small', 'resnet18'"),
     ("07", {"EXPLORE_DATASET": "mnist"}, "unknown dataset 'mnist'; valid choices: 'cifar10', 'tinyimagenet'"),
+    ("02", {"SEED": "abc"}, "seed must be an integer, got 'abc'"),  # papermill -r passes strings
+    ("02", {"QUICK": "maybe"}, "QUICK must be True or False, got 'maybe'"),
 ])
 def test_bad_notebook_parameters_stop_with_one_line(notebook, parameters, message, tmp_path):
     """Run the real notebook with a wrong parameter: it must stop at once, with one line naming the valid choices."""
@@ -127,7 +129,7 @@ def test_bad_notebook_parameters_stop_with_one_line(notebook, parameters, messag
     path = next(p for p in NOTEBOOKS if p.name.startswith(notebook))
     out = tmp_path / path.name
     with pytest.raises(pm.PapermillExecutionError) as info:
-        pm.execute_notebook(str(path), str(out), parameters={"QUICK": True, "INTERACTIVE": False, **parameters,
+        pm.execute_notebook(str(path), str(out), parameters={"QUICK": "True", "INTERACTIVE": False, **parameters,
                                                              "RESULTS_DIR": str(tmp_path)},
                             cwd=str(path.parent), kernel_name="python3", progress_bar=False)
     assert message in info.value.evalue
