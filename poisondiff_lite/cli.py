@@ -30,6 +30,9 @@ def _fast(train, args: argparse.Namespace):
     return dataclasses.replace(train, compile=args.compile, stack=args.stack)
 
 
+KERNEL_QUIET = ["--log-level=ERROR"]  # the local kernel's "running over TCP without encryption" warning, once per notebook
+
+
 def _tutorial(args: argparse.Namespace) -> int:
     import papermill as pm
 
@@ -52,7 +55,8 @@ def _tutorial(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         try:
             pm.execute_notebook(str(nb), str(target), parameters=parameters, cwd=str(nb.parent), kernel_name="python3",
-                                progress_bar=not args.no_progress, log_output=args.log_output)
+                                progress_bar=not args.no_progress, log_output=args.log_output,
+                                extra_arguments=KERNEL_QUIET)
         except pm.PapermillExecutionError as exc:
             raise PoisonDiffError(f"{nb.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}. "
                                   f"The executed notebook with the full traceback is {target}.") from exc

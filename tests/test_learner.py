@@ -229,6 +229,21 @@ def test_tutorial_runs_notebooks_headlessly(monkeypatch, tmp_path):
     assert all(kw["parameters"] == {"QUICK": True, "INTERACTIVE": False} for _, kw in calls)
 
 
+def test_tutorial_console_shows_the_notebooks_not_kernel_warnings(tmp_path, capfd):
+    import nbformat
+
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                           "display_name": "Python 3"}})
+    nb.cells = [nbformat.v4.new_code_cell("QUICK = None\nINTERACTIVE = True", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print('hello')")]
+    nbformat.write(nb, folder / "00_tiny.ipynb")
+    assert main(["tutorial", "--notebooks", str(folder), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    out, err = capfd.readouterr()
+    assert "[1/1] 00_tiny.ipynb" in out and "without encryption" not in err + out
+
+
 def test_bucket_axis_runs_from_easiest_to_hardest():
     rows = [{"label": "GM", "bucket": b, "mean_asr": 0.5, "pooled_low": 0.2, "pooled_high": 0.8}
             for b in ("highest", "δ-low", "lowest", "p40")]
