@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from .augment import augment_batch
 from .data import check_images, to_unit
-from .errors import InvalidChoiceError, ResultsFileError, check_choice, check_number, check_positive
+from .errors import InvalidChoiceError, ResultsFileError, check_choice, check_positive
 from .utils import atomic_write, eval_mode, get_device, progress
 
 ATTACKS = ("gm", "bp", "fc")
@@ -72,15 +72,12 @@ class AttackConfig:
         if self.budget >= 1:
             raise InvalidChoiceError(f"budget is a fraction of the training set in (0, 1), got {self.budget}")
         if self.num_poisons is not None:
-            check_positive("num_poisons", self.num_poisons)
-        for name in ("steps", "restarts", "batch_size", "crop_padding", "num_poisons"):
-            if getattr(self, name) is not None:
-                check_number(name, getattr(self, name), integer=True)
-        check_positive("steps", self.steps)
-        check_positive("restarts", self.restarts)
+            check_positive("num_poisons", self.num_poisons, integer=True)
+        check_positive("steps", self.steps, integer=True)
+        check_positive("restarts", self.restarts, integer=True)
         check_positive("step_size", self.step_size)
-        check_positive("batch_size", self.batch_size)
-        check_positive("crop_padding", self.crop_padding, allow_zero=True)
+        check_positive("batch_size", self.batch_size, integer=True)
+        check_positive("crop_padding", self.crop_padding, allow_zero=True, integer=True)
 
     @classmethod
     def full(cls, name: str = "gm", **overrides: Any) -> AttackConfig:

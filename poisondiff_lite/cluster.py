@@ -87,14 +87,11 @@ def _worker_threads() -> None:
     threads = getattr(getattr(worker, "state", worker), "nthreads", None) or 1
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    if os.environ.get("MALLOC_TRIM_THRESHOLD_") and not _warned:
-        _warned.append(True)
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_"):  # the default warnings filter shows it once per process
         warnings.warn("this Dask worker runs with MALLOC_TRIM_THRESHOLD_ set, which makes torch on a CPU about 1.7x "
                       "slower; start workers with DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_="
-                      "None (local_client does)", stacklevel=2)
+                      "None (local_client does)")
 
-
-_warned: list[bool] = []
 
 
 # ---------------------------------------------------------------------------------------------------------------

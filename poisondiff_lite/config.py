@@ -44,14 +44,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_choice("model", self.model, model_names())
         check_choice("schedule", self.schedule, SCHEDULES)
-        for name in ("epochs", "batch_size", "crop_padding", "stack", "eval_batch_size"):
-            check_number(name, getattr(self, name), integer=True)
-        check_positive("epochs", self.epochs)
-        check_positive("batch_size", self.batch_size)
+        check_positive("epochs", self.epochs, integer=True)
+        check_positive("batch_size", self.batch_size, integer=True)
+        check_number("eval_batch_size", self.eval_batch_size, integer=True)
         check_positive("lr", self.lr)
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
-        check_positive("crop_padding", self.crop_padding, allow_zero=True)
-        check_positive("stack", self.stack)
+        check_positive("crop_padding", self.crop_padding, allow_zero=True, integer=True)
+        check_positive("stack", self.stack, integer=True)
         if isinstance(self.compile, str):
             check_choice("compile mode", self.compile, COMPILE_MODES)
 
@@ -98,8 +97,7 @@ class TrajectoryConfig:
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, dataset_names())
         check_choice("eval_split", self.eval_split, EVAL_SPLITS)
-        check_number("runs", self.runs, integer=True)
-        check_positive("runs", self.runs)
+        check_positive("runs", self.runs, integer=True)
         check_number("seed0", self.seed0, integer=True)
         if isinstance(self.train, dict):  # rebuilt from JSON
             object.__setattr__(self, "train", TrainConfig(**_tuples(self.train)))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .errors import DatasetCorruptError, DatasetNotFoundError, InvalidChoiceError, check_choice, check_classes
-from .utils import atomic_write, progress, project_root
+from .utils import atomic_write, check_flag, progress, project_root
 
 DATA_ENV = "POISONDIFF_DATA"
 CACHE_ENV = "POISONDIFF_CACHE"
@@ -500,8 +500,6 @@ def dataset_names() -> tuple[str, ...]:
 def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: bool = False,
                  device: torch.device | str | None = None, **kwargs) -> DataBundle:
     """Load ``"cifar10"``, ``"tinyimagenet"`` or a registered data set; optionally move it to `device` whole."""
-    from .utils import check_flag
-
     download = check_flag("download", download)
     if str(name) in CUSTOM_DATASETS:
         bundle = CUSTOM_DATASETS[str(name)](root, download=download, **kwargs)

@@ -54,10 +54,10 @@ def check_number(what: str, value: object, *, integer: bool = False) -> None:
         raise InvalidChoiceError(f"{what} must be a finite number, got {value!r}")
 
 
-def check_positive(what: str, value: float, *, allow_zero: bool = False) -> None:
-    """Raise `InvalidChoiceError` when a count, size or budget is not a finite number, or is negative (or zero unless
-    allowed)."""
-    check_number(what, value)
+def check_positive(what: str, value: float, *, allow_zero: bool = False, integer: bool = False) -> None:
+    """Raise `InvalidChoiceError` when a count, size or budget is not a finite number (an integer when `integer`), or
+    is negative (or zero unless allowed)."""
+    check_number(what, value, integer=integer)
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise InvalidChoiceError(f"{what} must be {bound}, got {value!r}")

@@ -109,8 +109,8 @@ def target_metrics_csv(config: TrajectoryConfig, out: str | os.PathLike, *, targ
 
 def _fill_table(out: Path, settings: str, config: TrajectoryConfig, chosen: list[dict], scores: dict, position: dict,
                 data: DataBundle, model, *, poison_classes: list[int] | None, last_layer_only: bool,
-                tau_batches: int | None,
-                tau_batch_size: int, variant: str, device: torch.device, show_progress: bool) -> list[dict[str, str]]:
+                tau_batches: int | None, tau_batch_size: int, variant: str, device: torch.device,
+                show_progress: bool) -> list[dict[str, str]]:
     """Compute the missing (target, poison class) rows and rewrite `out` after each target (caller holds its lock)."""
     rows = read_rows(out)
     foreign = {r["settings"] for r in rows} - {settings}
@@ -146,4 +146,3 @@ def _fill_table(out: Path, settings: str, config: TrajectoryConfig, chosen: list
             done.add((config.dataset, target["index"], c))
         _write_rows(out, rows)
     return rows
-

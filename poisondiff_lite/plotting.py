@@ -36,6 +36,15 @@ def _to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
     return array.transpose(1, 2, 0)
 
 
+def symlog_scale(ax: plt.Axes, values: Sequence[float] | np.ndarray, *, axis: str = "y") -> None:
+    """A symmetric-log axis for δ or τ (they span decades and can be 0): linear below the smallest positive finite
+    value, logarithmic above it."""
+    values = np.asarray(values, dtype=float)
+    positive = values[np.isfinite(values) & (values > 0)]
+    linthresh = float(positive.min()) if len(positive) else 1e-3
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("symlog", linthresh=linthresh)
+
+
 def image_grid(images: torch.Tensor | np.ndarray, titles: Sequence[str] | None = None, *, ncols: int = 10,
                scale: float = 1.3, suptitle: str | None = None) -> Figure:
     """Show ``(K, 3, H, W)`` images (uint8, or float in [0, 1]) in a grid with optional titles."""
@@ -291,9 +300,7 @@ def metric_vs_asr(per_target: Sequence[dict], correlations: Sequence[dict], *,
             ax.scatter(x, y, s=16, alpha=0.5 if grey else 0.8, label=legend, color="0.6" if grey else f"C{k}",
                        edgecolor="k", linewidth=0.2)
         if metric in ("delta_step", "delta_param", "tau"):
-            finite = np.array([r[metric] for r in per_target], dtype=float)
-            finite = finite[np.isfinite(finite) & (finite > 0)]
-            ax.set_xscale("symlog", linthresh=float(finite.min()) if len(finite) else 1e-3)
+            symlog_scale(ax, [r[metric] for r in per_target], axis="x")
         ax.set_xlabel(names.get(metric, metric))
         ax.legend(fontsize=7, loc="center right")  # the points sit near ASR 0 and 1; the middle is the emptiest
     axes[0][0].set_ylabel("ASR of the target")

@@ -58,22 +58,21 @@ class StudyConfig:
             raise InvalidChoiceError(f"a study needs at least one attack; choose from {', '.join(ATTACKS)}")
         for bucket in self.buckets:
             check_choice("EPA bucket", bucket, BUCKETS)
-        for name in ("target_class", "poison_class", "per_bucket", "extremes", "victims", "victim_seed0", "tau_batches",
-                     "tau_batch_size", "crafting_seed"):
-            check_number(name, getattr(self, name), integer=True)
-        check_positive("target_class", self.target_class, allow_zero=True)
-        check_positive("poison_class", self.poison_class, allow_zero=True)
-        check_positive("tau_batch_size", self.tau_batch_size)
+        check_positive("target_class", self.target_class, allow_zero=True, integer=True)
+        check_positive("poison_class", self.poison_class, allow_zero=True, integer=True)
+        check_number("victim_seed0", self.victim_seed0, integer=True)
+        check_number("crafting_seed", self.crafting_seed, integer=True)
+        check_positive("tau_batch_size", self.tau_batch_size, integer=True)
         check_number("success_threshold", self.success_threshold)
         if not 0 < self.success_threshold <= 1:
             raise InvalidChoiceError(f"success_threshold must lie in (0, 1], got {self.success_threshold}")
         if self.target_class == self.poison_class:
             raise InvalidChoiceError("the poison class must differ from the target class")
-        check_positive("per_bucket", self.per_bucket)
-        check_positive("victims", self.victims)
-        check_positive("extremes", self.extremes, allow_zero=True)
+        check_positive("per_bucket", self.per_bucket, integer=True)
+        check_positive("victims", self.victims, integer=True)
+        check_positive("extremes", self.extremes, allow_zero=True, integer=True)
         check_choice("extreme metric", self.extreme_metric, ("delta", "tau"))
-        check_positive("tau_batches", self.tau_batches)
+        check_positive("tau_batches", self.tau_batches, integer=True)
 
     @property
     def victim_recipe(self) -> TrainConfig:

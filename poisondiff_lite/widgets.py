@@ -20,7 +20,7 @@ from .budget import budget_lower_bound
 from .distance import DistanceResult, distance_matrix
 from .errors import InvalidChoiceError
 from .metrics import trajectory_metrics
-from .plotting import _to_hwc
+from .plotting import _to_hwc, symlog_scale
 from .record import Trajectory
 
 
@@ -177,8 +177,7 @@ def target_figure(view: TargetView, index: int | None = None, *, position: int |
             tau_ax.bar(xs, np.nan_to_num(tau, nan=0.0), color=["#d62728" if c == view.poison_class else "#ff7f0e"
                                                                for c in xs])
             known = np.isfinite(tau)
-            positive = tau[known & (tau > 0)]
-            tau_ax.set_yscale("symlog", linthresh=float(positive.min()) if len(positive) else 1e-3)  # τ spans decades
+            symlog_scale(tau_ax, tau)  # τ spans decades
             tau_ax.set_ylabel("τ (bound on poison ratio, log)")
             tau_ax.set_title(f"τ toward {'each class' if known.sum() > 1 else poison}"
                              f" (0: the bound does not bind)", fontsize=9)
