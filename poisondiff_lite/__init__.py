@@ -1,39 +1,55 @@
 """poisondiff-lite: instance-level difficulty of targeted data poisoning (EPA, δ, τ) from clean training alone.
 
-The public API in one place; each name lives in a small module with one job.
+The public API in one place, grouped as `__all__` lists it; each name lives in a small module with one job
+(README, "Project layout"). Plots, the toy problem, widgets and exercises are the modules `plotting`, `toy`,
+`widgets` and `exercises`.
 """
 
-from .attacks import ATTACKS, AttackConfig, Poisons, craft, poison_indices
-from .budget import budget_lower_bound, budget_matrix
+# data
+from .data import DataBundle, ImageDataset, check_images, load_dataset, register_dataset, resolve_data_dir
+from .loaders import load_cifar10, load_tinyimagenet
+# training and recording
 from .config import TrainConfig, TrajectoryConfig
-from .data import (DataBundle, ImageDataset, check_images, load_cifar10, load_dataset, load_tinyimagenet, register_dataset,
-                   resolve_data_dir)
-from .distance import distance_matrix, poisoning_distance
-from . import exercises
-from .errors import (DatasetCorruptError, DatasetNotFoundError, DeviceUnavailableError, InvalidChoiceError,
-                     PoisonDiffError, ResultsFileError)
-from .metrics import dps, epa, epa_buckets, per_class_mean, select_targets, soft_epa, trajectory_metrics
 from .models import MODELS, build_model, register_model
-from .shipped import shipped_studies, shipped_study
-from .results import StudyResults, find_studies, format_table, load_study
-from .study import run_study
-from .study_config import StudyConfig
 from .record import Trajectory, default_path, load_run_model, record_trajectories
 from .train import History, accuracy, predict_logits, train_fresh, train_fresh_many, train_model
+# EPA, δ, τ
+from .budget import budget_lower_bound, budget_matrix
+from .distance import distance_matrix, poisoning_distance
+from .metrics import dps, epa, epa_buckets, per_class_mean, select_targets, soft_epa, trajectory_metrics
+# attacks and studies
+from .attacks import ATTACKS, AttackConfig, Poisons, craft, poison_indices
+from .evaluate import PoisonEvaluation, alignment, evaluate_poisons, feature_loss
+from .results import StudyResults, find_studies, format_table, load_study
+from .shipped import shipped_studies, shipped_study
+from .study import run_study
+from .study_config import StudyConfig
 from .victims import HeadConfig, asr_interval, insert_poisons
+# errors and helpers
+from .errors import (DatasetCorruptError, DatasetNotFoundError, DeviceUnavailableError, InvalidChoiceError,
+                     PoisonDiffError, ResultsFileError)
 from .utils import check_flag, get_device, resolve_quick, resolve_results_dir, seed_everything, short_errors
+from . import exercises
 
 __version__ = "0.1.0"
 
-__all__ = [  # sorted
-    "accuracy", "asr_interval", "AttackConfig", "ATTACKS", "budget_lower_bound", "budget_matrix", "build_model",
-    "check_flag", "check_images", "craft", "DataBundle", "DatasetCorruptError", "DatasetNotFoundError",
-    "default_path", "DeviceUnavailableError", "distance_matrix", "dps", "epa", "epa_buckets", "exercises",
-    "find_studies", "format_table", "get_device", "HeadConfig", "History", "ImageDataset", "insert_poisons",
-    "InvalidChoiceError", "load_cifar10", "load_dataset", "load_run_model", "load_study", "load_tinyimagenet",
-    "MODELS", "per_class_mean", "poison_indices", "PoisonDiffError", "poisoning_distance", "Poisons",
-    "predict_logits", "record_trajectories", "register_dataset", "register_model", "resolve_data_dir",
-    "resolve_quick", "resolve_results_dir", "ResultsFileError", "run_study", "seed_everything", "select_targets",
-    "shipped_studies", "shipped_study", "short_errors", "soft_epa", "StudyConfig", "StudyResults", "train_fresh",
-    "train_fresh_many", "train_model", "TrainConfig", "Trajectory", "trajectory_metrics", "TrajectoryConfig",
+__all__ = [
+    # data
+    "DataBundle", "ImageDataset", "check_images", "load_cifar10", "load_dataset", "load_tinyimagenet",
+    "register_dataset", "resolve_data_dir",
+    # training and recording
+    "History", "MODELS", "TrainConfig", "Trajectory", "TrajectoryConfig", "accuracy", "build_model", "default_path",
+    "load_run_model", "predict_logits", "record_trajectories", "register_model", "train_fresh", "train_fresh_many",
+    "train_model",
+    # EPA, δ, τ
+    "budget_lower_bound", "budget_matrix", "distance_matrix", "dps", "epa", "epa_buckets", "per_class_mean",
+    "poisoning_distance", "select_targets", "soft_epa", "trajectory_metrics",
+    # attacks and studies
+    "ATTACKS", "AttackConfig", "HeadConfig", "PoisonEvaluation", "Poisons", "StudyConfig", "StudyResults",
+    "alignment", "asr_interval", "craft", "evaluate_poisons", "feature_loss", "find_studies", "format_table",
+    "insert_poisons", "load_study", "poison_indices", "run_study", "shipped_studies", "shipped_study",
+    # errors and helpers
+    "DatasetCorruptError", "DatasetNotFoundError", "DeviceUnavailableError", "InvalidChoiceError", "PoisonDiffError",
+    "ResultsFileError", "check_flag", "exercises", "get_device", "resolve_quick", "resolve_results_dir",
+    "seed_everything", "short_errors",
 ]

@@ -14,10 +14,10 @@ from .errors import ResultsFileError
 from .metrics import BUCKETS, trajectory_metrics
 from .metrics_table import read_rows
 from .record import Trajectory
-from .stats import correlation_pvalue, pearson
 from .results import StudyResults, find_studies
+from .stats import correlation_pvalue, pearson
 from .study_config import attack_id, baseline_id
-from .utils import resolve_results_dir
+from .utils import format_number, resolve_results_dir
 
 
 def saved_trajectories(results_dir: str | os.PathLike | None = None) -> list[tuple[Path, Trajectory]]:
@@ -104,7 +104,8 @@ def authors_comparison(studies: list[StudyResults]) -> list[dict[str, Any]]:
             mine = ours_tiny.get((label, bucket))
             rows.append({"dataset": "tinyimagenet", "attack": label, "group": f"{group} ({bucket})",
                          "authors_asr": reference.TINYIMAGENET_BY_GROUP[group][label], "authors_n": 4,
-                         "our_asr": mine["mean_asr"] if mine else float("nan"), "our_n": mine["targets"] if mine else 0})
+                         "our_asr": mine["mean_asr"] if mine else float("nan"),
+                         "our_n": mine["targets"] if mine else 0})
     for row in rows:
         ours = sorted(pairs.get(row["dataset"], ()))
         row["authors_targets"] = authors_pair[row["dataset"]]
@@ -154,11 +155,12 @@ def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) 
         text = (f"{label}: mean ASR {easy['mean_asr']:.2f} [{easy['pooled_low']:.2f}, {easy['pooled_high']:.2f}] "
                 f"in the {present[0]}-EPA bucket against {hard['mean_asr']:.2f} [{hard['pooled_low']:.2f}, "
                 f"{hard['pooled_high']:.2f}] in the {present[-1]} one "
-                f"(no attack: {_fmt(base.get(present[0], np.nan), '.2f')} "
-                f"and {_fmt(base.get(present[-1], np.nan), '.2f')}); "
-                f"Spearman({c['metric_label']}, ASR) = {_fmt(c['spearman'], '+.2f')} "
-                f"(permutation p = {_fmt(c['spearman_p'], '.2g')}), "
-                f"AUROC = {_fmt(c['auroc'], '.2f')} [{_fmt(c['auroc_low'], '.2f')}, {_fmt(c['auroc_high'], '.2f')}] "
+                f"(no attack: {format_number(base.get(present[0], np.nan), '.2f')} "
+                f"and {format_number(base.get(present[-1], np.nan), '.2f')}); "
+                f"Spearman({c['metric_label']}, ASR) = {format_number(c['spearman'], '+.2f')} "
+                f"(permutation p = {format_number(c['spearman_p'], '.2g')}), "
+                f"AUROC = {format_number(c['auroc'], '.2f')} [{format_number(c['auroc_low'], '.2f')}, "
+                f"{format_number(c['auroc_high'], '.2f')}] "
                 f"over {c['n']} targets, {c['successes']} with ASR >= {study.config.success_threshold:g}.")
         peak = max(present, key=lambda b: mine[b]["mean_asr"])
         if peak not in (present[0], present[-1]) and mine[peak]["mean_asr"] > easy["mean_asr"]:
@@ -177,10 +179,6 @@ def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) 
                        f"{alpha:.0%}).")
         lines.append(f"{text} {verdict}")
     return "\n".join(lines) if lines else "No attack rows in this study yet."
-
-
-def _fmt(value: float, spec: str) -> str:
-    return "nan" if not np.isfinite(value) else format(value, spec)
 
 
 __all__ = ["authors_comparison", "finding_text", "find_studies", "headline_rows", "pooled_correlations",

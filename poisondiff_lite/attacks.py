@@ -1,54 +1,59 @@
-"""Clean-label poison crafting: gradient matching (Witches' Brew), Bullseye Polytope and feature collision (Poison Frogs).
+"""Clean-label poison crafting: gradient matching (Witches' Brew), Bullseye Polytope, feature collision (Poison Frogs).
 
 One tensor-in/tensor-out API for all three. Given a clean surrogate model, one target image, the class the attacker
 wants for it and the base images that become poisons (training images of that class, which keep their labels), an
 attack returns `Poisons`: the poisoned images (uint8, as a released data set would hold them), their indices in the
 training set and the perturbation. Every perturbation lies in the l∞ ball of radius ``eps`` and keeps pixels in [0, 1].
 
-All three share one optimiser, as in Witches' Brew's ``forest`` (the attacks of arXiv 2509.06896's experiments): signed Adam on the
-perturbation with step ``step_size * eps``, the step divided by 10 at 3/8, 5/8 and 7/8 of the steps, random-normal
-initialisation, projection after every step, differentiable crop + flip augmentation while crafting, and several
-restarts keeping the one with the lowest final loss. They differ only in the loss:
+All three share one optimiser (`optimisers.signed_adam`), as in Witches' Brew's ``forest`` (the attacks of arXiv
+2509.06896's experiments): signed Adam on the perturbation with step ``step_size * eps``, the step divided by 10 at
+3/8, 5/8 and 7/8 of the steps, random-normal initialisation, projection after every step, differentiable shift + flip
+augmentation while crafting when the victims train with it (whole-pixel crops, or Witches' Brew's bilinear shifts),
+and several restarts keeping the one with the lowest final loss. They differ only in the loss:
 
 - ``gm``: 1 − cos(∇_w CE(f(x_t), y_adv), ∇_w CE(f(aug(x_p + Δ)), y_p)) over the parameters the victim trains: all of
   them from scratch, the linear head in the transfer setting (Geiping et al. 2021);
 - ``bp``: ‖mean_j φ(x_j + Δ_j) − φ(x_t)‖² / ‖φ(x_t)‖², φ the penultimate features (Aghakhani et al. 2021);
-- ``fc``: mean_j ‖φ(x_j + Δ_j) − φ(x_t)‖² / ‖φ(x_t)‖², each poison collides on its own (Shafahi et al. 2018), here with
-  the l∞ bound of the poisoning benchmark instead of the original l2 penalty.
+- ``fc``: mean_j ‖φ(x_j + Δ_j) − φ(x_t)‖² / ‖φ(x_t)‖², each poison collides on its own (Shafahi et al. 2018), within
+  the l∞ bound of the poisoning benchmark, plus Poison Frogs' β‖x − base‖² if ``beta`` > 0; or crafted with the
+  benchmark's own per-poison gradient descent (`AttackConfig.benchmark_fc`, `optimisers.benchmark_descent`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .augment import augment_batch
+from .augment import augment_batch, shift_bilinear
+from .config import ConfigDict
 from .data import check_images, to_unit
-from .errors import InvalidChoiceError, ResultsFileError, check_choice, check_positive
-from .utils import atomic_write, eval_mode, get_device, progress
+from .errors import InvalidChoiceError, ResultsFileError, check_choice, check_number, check_positive
+from .optimisers import Objective, benchmark_descent, quantise, signed_adam
+from .utils import atomic_write, check_flag, eval_mode, get_device
 
 ATTACKS = ("gm", "bp", "fc")
 SETTINGS = ("scratch", "transfer")
+SHIFTS = ("crop", "bilinear")
+OPTIMIZERS = ("signed_adam", "benchmark")
 
-Objective = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 
 
 # -----------------------------------------------------------------------------------------------------------------
 #  configuration
 # -----------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class AttackConfig:
+class AttackConfig(ConfigDict):
     """One attack and its budget."""
+
+    HASH_LENGTH: ClassVar[int] = 10
 
     name: str = "gm"  # "gm" (gradient matching) | "bp" (Bullseye Polytope) | "fc" (feature collision)
     eps: float = 16 / 255  # l∞ radius of the perturbation, in [0, 1] pixel units
@@ -58,13 +63,31 @@ class AttackConfig:
     restarts: int = 8  # independent restarts; the lowest final loss wins
     step_size: float = 0.1  # Adam learning rate as a fraction of eps (Witches' Brew's tau)
     batch_size: int = 512  # poisons per crafting batch
-    augment: bool = True  # differentiable crop + flip while crafting
-    crop_padding: int = 4  # padding of that random crop
+    augment: bool | None = None  # shift + flip while crafting (None: as the victims: on from scratch, off for heads)
+    crop_padding: int = 4  # largest shift of that augmentation, in pixels
     setting: str = "scratch"  # victims: "scratch" (retrained from scratch) | "transfer" (frozen features, linear head)
+    shift: str = "crop"  # crafting shifts: "crop" (integer pad-crop, as victims train) | "bilinear" (Witches' Brew's)
+    beta: float = 0.0  # fc: weight of Poison Frogs' β‖x − base‖² term (per poison, pixels in [0, 1])
+    optimizer: str = "signed_adam"  # "signed_adam" (shared) | "benchmark" (fc: the poisoning benchmark's descent)
+    watermark: float = 0.0  # fc with "benchmark": opacity of the target blended into each starting image (0.3 there)
+
+    ADDED: ClassVar[dict[str, Any]] = {"shift": "crop", "beta": 0.0, "optimizer": "signed_adam", "watermark": 0.0}
 
     def __post_init__(self) -> None:
         check_choice("attack", self.name, ATTACKS)
         check_choice("setting", self.setting, SETTINGS)
+        if self.augment is None:  # follow the victims: they see augmented images only when trained from scratch
+            object.__setattr__(self, "augment", self.setting == "scratch")
+        object.__setattr__(self, "augment", check_flag("augment", self.augment))
+        check_choice("shift", self.shift, SHIFTS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_positive("beta", self.beta, allow_zero=True)
+        check_number("watermark", self.watermark)
+        if not 0 <= self.watermark < 1:
+            raise InvalidChoiceError(f"watermark is an opacity in [0, 1), got {self.watermark}")
+        if self.name != "fc" and (self.beta or self.optimizer != "signed_adam" or self.watermark):
+            raise InvalidChoiceError(f"beta, optimizer='benchmark' and watermark belong to feature collision ('fc'), "
+                                     f"not {self.name!r}; leave them at 0, 'signed_adam' and 0")
         check_positive("eps", self.eps)
         if self.eps > 1:
             raise InvalidChoiceError(f"eps is in [0, 1] pixel units (16/255 = {16 / 255:.4f}), got {self.eps}")
@@ -84,17 +107,25 @@ class AttackConfig:
         """The paper's settings: GM and BP as in Witches' Brew (ε 16/255, 1 %, 250 steps x 8 restarts, from scratch);
         FC as in the poisoning benchmark's transfer setting (25 poisons, ε 8/255, frozen features + linear head)."""
         check_choice("attack", name, ATTACKS)
-        if name == "fc":
-            base = cls(name="fc", eps=8 / 255, num_poisons=25, steps=500, restarts=1, augment=False,
-                       setting="transfer")
-        else:
-            base = cls(name=name)
-        return dataclasses.replace(base, **overrides)
+        base = dict(eps=8 / 255, num_poisons=25, steps=500, restarts=1, setting="transfer") if name == "fc" else {}
+        return cls(name=name, **{**base, **overrides})
 
     @classmethod
     def quick(cls, name: str = "gm", **overrides: Any) -> AttackConfig:
         """CPU-sized: the same losses and budgets, 40 steps and one restart."""
-        return dataclasses.replace(cls.full(name), **{"steps": 40, "restarts": 1, **overrides})
+        return cls.full(name, **{"steps": 40, "restarts": 1, **overrides})
+
+    @classmethod
+    def benchmark_fc(cls, **overrides: Any) -> AttackConfig:
+        """Feature collision as the poisoning benchmark crafts it (Schwarzschild et al. 2021, ``craft_poisons_fc``):
+        each of 25 poisons starts from its base blended with 30 % of the target and takes 120 plain gradient steps
+        of size 0.001 on ‖φ(x) − φ(x_t)‖², a step that raises the loss being shrunk x0.2, within ε 8/255."""
+        return cls.full("fc", **{"optimizer": "benchmark", "steps": 120, "step_size": 0.001, "watermark": 0.3,
+                                 **overrides})
+
+    def for_setting(self, setting: str) -> AttackConfig:
+        """The same attack against victims of another setting, its crafting augmentation following them."""
+        return dataclasses.replace(self, setting=setting, augment=None)
 
     @property
     def label(self) -> str:
@@ -104,11 +135,6 @@ class AttackConfig:
         """How many poisons: `num_poisons`, else ⌈budget · |train|⌉ (Witches' Brew's rule)."""
         return int(self.num_poisons) if self.num_poisons is not None else math.ceil(self.budget * train_size - 1e-9)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
 
 
 @dataclass
@@ -150,8 +176,8 @@ def poison_indices(train_labels: torch.Tensor | np.ndarray, poison_class: int, c
     labels = torch.as_tensor(np.asarray(train_labels.cpu() if torch.is_tensor(train_labels) else train_labels))
     members = torch.nonzero(labels == poison_class).squeeze(1)
     if count > len(members):
-        raise InvalidChoiceError(f"{count} poisons asked for, but class {poison_class} has only {len(members)} training "
-                                 f"images; lower the budget (or num_poisons) to at most {len(members)} images")
+        raise InvalidChoiceError(f"{count} poisons asked for, but class {poison_class} has only {len(members)} "
+                                 f"training images; lower the budget (or num_poisons) to at most {len(members)} images")
     if count < 1:
         raise InvalidChoiceError("the budget gives no poison at all; raise the budget or set num_poisons")
     return members[:count]
@@ -163,6 +189,8 @@ def poison_indices(train_labels: torch.Tensor | np.ndarray, poison_class: int, c
 def _augmenter(cfg: AttackConfig) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
     if not cfg.augment:
         return lambda x, gen: x
+    if cfg.shift == "bilinear":
+        return lambda x, gen: shift_bilinear(x, cfg.crop_padding, flip=True, generator=gen)
     return lambda x, gen: augment_batch(x, crop_padding=cfg.crop_padding, flip=True, generator=gen)
 
 
@@ -207,83 +235,23 @@ def bullseye_objective(model: nn.Module, target: torch.Tensor, cfg: AttackConfig
     return objective
 
 
-def collision_objective(model: nn.Module, target: torch.Tensor, cfg: AttackConfig) -> Objective:
-    """Mean relative squared distance of each poison's features to the target's."""
+def collision_objective(model: nn.Module, target: torch.Tensor, cfg: AttackConfig,
+                        base: torch.Tensor | None = None) -> Objective:
+    """Mean relative squared distance of each poison's features to the target's, plus ``beta`` times each poison's
+    squared distance to its base image (Poison Frogs' β‖x − b‖², needs `base`)."""
     target_feat = _target_features(model, target)
     scale = (target_feat ** 2).sum()
     augment = _augmenter(cfg)
+    if cfg.beta and base is None:
+        raise InvalidChoiceError("feature collision with beta > 0 needs the base images")
 
     def objective(x: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return ((model.features(augment(x, gen)) - target_feat) ** 2).sum(1).mean() / scale
+        loss = ((model.features(augment(x, gen)) - target_feat) ** 2).sum(1).mean() / scale
+        if cfg.beta:
+            loss = loss + cfg.beta * ((x - base[idx]) ** 2).flatten(1).sum(1).mean()
+        return loss
 
     return objective
-
-
-# -----------------------------------------------------------------------------------------------------------------
-#  the shared optimiser
-# -----------------------------------------------------------------------------------------------------------------
-def _project(delta: torch.Tensor, base: torch.Tensor, eps: float) -> None:
-    """In place: into the l∞ ball, then so that base + delta stays in [0, 1]."""
-    delta.clamp_(-eps, eps)
-    delta.copy_((base + delta).clamp_(0, 1) - base)
-
-
-def signed_adam(objective: Objective, base: torch.Tensor, cfg: AttackConfig, *, seed: int = 0,
-                show_progress: bool = False, desc: str = "crafting") -> tuple[torch.Tensor, list[float], list[float]]:
-    """Minimise `objective` over perturbations of `base` with signed Adam, projection and restarts.
-
-    Returns
-    -------
-    ``(delta, losses, restart_losses)``: the best restart's perturbation, its loss after every step, and every
-    restart's final loss (measured once more after the last step, without augmentation noise when it is off).
-    """
-    n = len(base)
-    batches = [torch.arange(b, min(b + cfg.batch_size, n), device=base.device) for b in range(0, n, cfg.batch_size)]
-    milestones = sorted({int(cfg.steps // 2.667), int(cfg.steps // 1.6), int(cfg.steps // 1.142)} - {0})
-    best: tuple[float, torch.Tensor | None, list[float]] = (math.inf, None, [])
-    restart_losses: list[float] = []
-    bar = progress(range(cfg.restarts * cfg.steps), enable=show_progress, desc=desc, unit="step", leave=False)
-    ticks = iter(bar)
-    for restart in range(cfg.restarts):
-        gen = torch.Generator().manual_seed(seed * 7919 + restart)
-        delta = (torch.randn(base.shape, generator=gen) * cfg.eps).to(base.device)
-        _project(delta, base, cfg.eps)
-        delta.requires_grad_(True)
-        optimizer = torch.optim.Adam([delta], lr=cfg.step_size * cfg.eps)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
-        step_losses = []  # kept on the device: reading each one would make the host wait for the GPU every step
-        for step in range(cfg.steps):
-            total = torch.zeros((), device=base.device)
-            grad = torch.zeros_like(delta)
-            for idx in batches:
-                loss = objective(base[idx] + delta[idx], idx, gen)
-                grad[idx] += torch.autograd.grad(loss, delta)[0][idx]
-                total += loss.detach() * (len(idx) / n)
-            delta.grad = grad.sign_()
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                _project(delta, base, cfg.eps)
-            step_losses.append(total)
-            next(ticks, None)
-            if show_progress and hasattr(bar, "set_postfix") and (step % 10 == 0 or step == cfg.steps - 1):
-                bar.set_postfix(restart=restart + 1, loss=f"{float(total):.4f}")
-        losses = torch.stack(step_losses).tolist() if step_losses else []
-        final = sum(float(objective(base[idx] + delta[idx], idx, gen).detach()) * len(idx) / n for idx in batches)
-        restart_losses.append(final)
-        if final < best[0]:
-            best = (final, delta.detach().clone(), losses)
-    if hasattr(bar, "close"):
-        bar.close()
-    return best[1], best[2], restart_losses
-
-
-def quantise(base: torch.Tensor, delta: torch.Tensor, eps: float) -> torch.Tensor:
-    """uint8 images closest to base + delta whose change stays within ⌊255 eps⌋ pixel levels (and in [0, 255])."""
-    base255 = (base * 255).round()
-    levels = math.floor(eps * 255 + 1e-6)
-    step = (delta * 255).round().clamp(-levels, levels)
-    return (base255 + step).clamp(0, 255).to(torch.uint8)
 
 
 def craft_from_class(attack: AttackConfig, surrogate: nn.Module, target_image: torch.Tensor, poison_class: int,
@@ -329,15 +297,23 @@ def craft(attack: AttackConfig, model: nn.Module, target_image: torch.Tensor, ad
         target = to_unit(target_image, device)
         base = to_unit(base_images, device)
         labels = torch.as_tensor(base_labels, device=device).long()
-        if attack.name == "gm":
-            objective = gradient_matching_objective(model, target, int(adv_class), labels, attack)
-        elif attack.name == "bp":
-            objective = bullseye_objective(model, target, attack)
+        if attack.optimizer == "benchmark":
+            delta, losses, restart_losses = benchmark_descent(model, target, base, attack, show_progress=show_progress)
         else:
-            objective = collision_objective(model, target, attack)
-        delta, losses, restart_losses = signed_adam(objective, base, attack, seed=seed,
-                                                    show_progress=show_progress, desc=f"crafting {attack.label}")
+            objective = attack_objective(attack, model, target, int(adv_class), base, labels)
+            delta, losses, restart_losses = signed_adam(objective, base, attack, seed=seed,
+                                                        show_progress=show_progress, desc=f"crafting {attack.label}")
     images = quantise(base, delta, attack.eps).cpu()
     indices = torch.arange(len(base)) if base_indices is None else torch.as_tensor(base_indices).long().cpu()
     perturbation = images.float() / 255 - (base.cpu() * 255).round() / 255
     return Poisons(images, indices, perturbation, losses, restart_losses, attack.name)
+
+
+def attack_objective(attack: AttackConfig, model: nn.Module, target: torch.Tensor, adv_class: int,
+                     base: torch.Tensor, labels: torch.Tensor) -> Objective:
+    """The loss `attack` minimises over poisons of `base` (float images in [0, 1]) against one target."""
+    if attack.name == "gm":
+        return gradient_matching_objective(model, target, adv_class, labels, attack)
+    if attack.name == "bp":
+        return bullseye_objective(model, target, attack)
+    return collision_objective(model, target, attack, base)

@@ -1,4 +1,4 @@
-"""Poison-budget lower bound τ (arXiv 2509.06896, the budget bound), after the reachability argument of Lu, Kamath & Yu (2023).
+"""Poison-budget lower bound τ (arXiv 2509.06896, the budget bound), after Lu, Kamath & Yu's (2023) reachability.
 
 At the poisoned parameters reached by the δ step, ``w_p = w − η* g``, a poison set of ratio ε can make ``w_p`` a
 stationary point of training only if
@@ -92,8 +92,9 @@ def clean_gradient(model: nn.Module, params: dict[str, torch.Tensor], train_set:
     return {k: v / weight for k, v in total.items()}
 
 
-def budget_lower_bound(model: nn.Module, image: torch.Tensor, poison_class: int, train_set: ImageDataset | TensorPair, *,
-                       delta: DistanceResult | None = None, last_layer_only: bool = False,
+def budget_lower_bound(model: nn.Module, image: torch.Tensor, poison_class: int,
+                       train_set: ImageDataset | TensorPair, *, delta: DistanceResult | None = None,
+                       last_layer_only: bool = False,
                        num_batches: int | None = 50, batch_size: int = 256, seed: int = 0,
                        variant: str = "derived", device: torch.device | str = "auto",
                        **distance_kwargs) -> BudgetResult:

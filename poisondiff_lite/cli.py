@@ -15,7 +15,6 @@ from pathlib import Path
 from .errors import PoisonDiffError
 from .utils import atomic_write_csv, check_writable, project_root
 
-
 CORRELATION_COLUMNS = ["label", "metric_label", "n", "successes", "pearson", "pearson_p", "spearman", "spearman_p",
                        "auroc", "auroc_low", "auroc_high"]
 
@@ -30,7 +29,7 @@ def _fast(train, args: argparse.Namespace):
     return dataclasses.replace(train, compile=args.compile, stack=args.stack)
 
 
-KERNEL_QUIET = ["--log-level=ERROR"]  # the local kernel's "running over TCP without encryption" warning, once per notebook
+KERNEL_QUIET = ["--log-level=ERROR"]  # silences the kernel's "TCP without encryption" warning, once per notebook
 
 
 def _tutorial(args: argparse.Namespace) -> int:
@@ -67,12 +66,10 @@ def _tutorial(args: argparse.Namespace) -> int:
 
 
 def _epa(args: argparse.Namespace) -> int:
-    from .config import TrajectoryConfig
     from .metrics import trajectory_metrics
     from .record import record_trajectories
 
-    preset = TrajectoryConfig.full if args.full else TrajectoryConfig.quick
-    config = preset(args.dataset, **({"runs": args.runs} if args.runs is not None else {}))
+    config = _trajectory(args, **({"runs": args.runs} if args.runs is not None else {}))
     config = dataclasses.replace(config, train=_fast(config.train, args))
     check_writable(Path(args.out).parent)  # before the training, not after it
     traj = record_trajectories(config, data_dir=args.data_dir, download=args.download, device=args.device,
@@ -89,12 +86,10 @@ def _epa(args: argparse.Namespace) -> int:
 
 
 def _metrics(args: argparse.Namespace) -> int:
-    from .config import TrajectoryConfig
     from .metrics_table import target_metrics_csv
     from .record import prepare_data
 
-    preset = TrajectoryConfig.full if args.full else TrajectoryConfig.quick
-    config = preset(args.dataset)
+    config = _trajectory(args)
     overrides = {k: v for k, v in (("runs", args.runs), ("seed0", args.seed)) if v is not None}
     overrides["train"] = _fast(config.train, args)
     if args.epochs is not None:
@@ -141,6 +136,7 @@ def _study(args: argparse.Namespace) -> int:
     if args.eps is not None:
         check_positive("eps (in pixel levels)", args.eps)
         overrides["eps"] = args.eps / 255
+    _recipe(args)
     if args.lab:  # the laptop-scale preset: its own attacks unless --attacks names others
         config = StudyConfig.lab(args.dataset, "transfer" if args.transfer else "scratch")
         chosen = [a for a in config.attacks if a.name in args.attacks] if args.attacks else list(config.attacks)
@@ -151,8 +147,8 @@ def _study(args: argparse.Namespace) -> int:
         preset = "full" if args.full else "quick"
         attacks = tuple(getattr(AttackConfig, preset)(name, **overrides) for name in args.attacks or ["gm"])
         if args.transfer:
-            attacks = tuple(dataclasses.replace(a, setting="transfer") for a in attacks)
-        config = getattr(StudyConfig, preset)(args.dataset)
+            attacks = tuple(a.for_setting("transfer") for a in attacks)
+        config = StudyConfig.full(args.dataset, _recipe(args)) if args.full else StudyConfig.quick(args.dataset)
     data = prepare_data(config.trajectory, data_dir=args.data_dir, download=args.download)
     target = config.target_class if args.target_class is None else _class(data, args.target_class)
     poison = config.poison_class if args.poison_class is None else _class(data, args.poison_class)
@@ -181,10 +177,29 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe(args: argparse.Namespace) -> str:
+    """The EPA recipe asked for; the authors' recipes are a full-mode protocol."""
+    if args.recipe != "victims" and not args.full:
+        raise PoisonDiffError(f"--recipe {args.recipe} selects the authors' full-scale protocol; add --full")
+    return args.recipe
+
+
+def _trajectory(args: argparse.Namespace, **overrides):
+    from .config import TrajectoryConfig
+
+    if args.full:
+        return TrajectoryConfig.full(args.dataset, _recipe(args), **overrides)
+    _recipe(args)
+    return TrajectoryConfig.quick(args.dataset, **overrides)
+
+
 def _data_options(parser: argparse.ArgumentParser, full_help: str) -> None:
     """The options every experiment command shares: which data, which mode, which device, progress bars."""
     parser.add_argument("--dataset", default="cifar10", help='"cifar10" | "tinyimagenet" (or a registered name)')
     parser.add_argument("--full", action="store_true", help=full_help)
+    parser.add_argument("--recipe", choices=("victims", "authors"), default="victims",
+                        help='with --full: EPA runs trained as the victims ("victims", default) or with the authors\' '
+                             'EPA-ranking recipes and models ("authors")')
     parser.add_argument("--data-dir", default=None, help="dataset folder (else $POISONDIFF_DATA, else data/)")
     parser.add_argument("--download", action="store_true", help="download the dataset when missing")
     parser.add_argument("--device", default="auto", help='"auto" | "cpu" | "cuda"')
@@ -248,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     sty.add_argument("--steps", type=int, default=None, help="crafting steps per restart")
     sty.add_argument("--restarts", type=int, default=None, help="crafting restarts")
     sty.add_argument("--target-class", default=None,
-                     help="class of the targets (name or index; default: the preset's, class 0 but for --lab tinyimagenet)")
+                     help="class of the targets (name or index; default: the preset's, class 0 but for --lab "
+                          "tinyimagenet)")
     sty.add_argument("--poison-class", default=None, help="the attacker's class (name or index; default: the preset's)")
     sty.add_argument("--per-bucket", type=int, default=None, help="targets per EPA bucket")
     sty.add_argument("--extremes", type=int, default=None, help="also this many lowest- and highest-δ targets")

@@ -6,19 +6,64 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from .errors import InvalidChoiceError, check_choice, check_classes, check_number, check_positive
 from .data import dataset_names
+from .errors import InvalidChoiceError, check_choice, check_classes, check_number, check_positive
+from .loaders import IMAGENET_MEAN, IMAGENET_STD
 from .models import model_names
 
 SCHEDULES = ("constant", "step", "onecycle")
+NORMALIZATIONS = ("dataset", "imagenet", "none")
+
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 EVAL_SPLITS = ("test", "train")
+RECIPES = ("victims", "authors")  # the EPA runs: as the victims train (ours) | the authors' EPA-ranking recipes
+
+
+RUNTIME_ONLY = ("compile", "stack")  # settings that change speed, not results: left out of experiment hashes
+
+
+class ConfigDict:
+    """Serialisation and hashing shared by every frozen config: `to_dict`, `from_dict`, `key`.
+
+    ``ADDED`` names fields added after results were first saved, with their defaults: while a field holds that
+    default it is left out of `to_dict`, so of every saved file and hash, and results saved before it existed keep
+    their ids. ``HASH_IGNORE`` fields never count in `key` (e.g. a run count that only extends an experiment).
+    """
+
+    ADDED: ClassVar[dict[str, Any]] = {}
+    HASH_IGNORE: ClassVar[tuple[str, ...]] = ()
+    HASH_LENGTH: ClassVar[int] = 12
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (nested configs as dicts), for JSON files and hashes."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if not (f.name in self.ADDED and getattr(self, f.name) == self.ADDED[f.name])}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Rebuild from `to_dict`'s output (or its JSON round trip: lists become tuples again)."""
+        return cls(**_tuples(data))
+
+    def key(self, *, ignore: tuple[str, ...] | None = None) -> str:
+        """Stable short hash of everything but `ignore` (default ``HASH_IGNORE``) and the `RUNTIME_ONLY` settings."""
+        ignore = self.HASH_IGNORE if ignore is None else ignore
+        data = {k: v for k, v in self.to_dict().items() if k not in ignore}
+        return hashlib.sha256(json.dumps(stable_dict(data), sort_keys=True).encode()).hexdigest()[:self.HASH_LENGTH]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, ConfigDict):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigDict):
     """One clean training recipe."""
 
     model: str = "resnet18"  # see models.MODELS
@@ -40,10 +85,19 @@ class TrainConfig:
     channels_last: bool = True  # channels_last memory format (CUDA only)
     compile: bool | str = False  # torch.compile the model; or a mode, e.g. "reduce-overhead" (speed only, not hashed)
     stack: int = 1  # train this many runs or victims at once as one grouped network (speed option, see stacked.py)
+    normalize: str = "dataset"  # inputs normalised by: "dataset" mean/std | "imagenet" mean/std | "none" ([0, 1])
+    resized_crop: float = 0.0  # > 0: RandomResizedCrop(scale=(this, 1)), no padded crop (authors' TinyImageNet: 0.8)
+
+    ADDED: ClassVar[dict[str, Any]] = {"normalize": "dataset", "resized_crop": 0.0}
 
     def __post_init__(self) -> None:
         check_choice("model", self.model, model_names())
         check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("normalize", self.normalize, NORMALIZATIONS)
+        check_number("resized_crop", self.resized_crop)
+        if not 0 <= self.resized_crop <= 1:
+            raise InvalidChoiceError(f"resized_crop is the smallest area fraction in [0, 1] (0: off), got "
+                                     f"{self.resized_crop}")
         check_positive("epochs", self.epochs, integer=True)
         check_positive("batch_size", self.batch_size, integer=True)
         check_number("eval_batch_size", self.eval_batch_size, integer=True)
@@ -57,14 +111,40 @@ class TrainConfig:
     @classmethod
     def full(cls, **overrides: Any) -> TrainConfig:
         """The authors' victim-retraining recipe (Witches' Brew "conservative"): ResNet-18, 40 epochs, Nesterov SGD 0.1,
-        wd 5e-4, lr x0.1 at epochs 14/25/35, crop + flip. We use it for EPA too (the paper leaves the EPA recipe of some tables open)."""
+        wd 5e-4, lr x0.1 at epochs 14/25/35, crop + flip. We use it for EPA too (the paper leaves the EPA recipe of
+        some tables open)."""
         return dataclasses.replace(cls(), **overrides)
 
     @classmethod
     def paper_epa(cls, **overrides: Any) -> TrainConfig:
-        """The authors' CIFAR-10 EPA-ranking recipe: ResNet-18, SGD 0.1 momentum 0.9 wd 5e-4, constant lr, no augmentation."""
-        base = cls(nesterov=False, schedule="constant", milestones=(), crop_padding=0, flip=False)
+        """The authors' CIFAR-10 EPA-ranking recipe (``epa_rank_cifar10_resnet18.py``): torchvision ResNet-18,
+        SGD 0.1 momentum 0.9 wd 5e-4, constant lr, batch 128, no augmentation, no normalisation (``ToTensor`` only)."""
+        base = cls(nesterov=False, schedule="constant", milestones=(), crop_padding=0, flip=False, normalize="none")
         return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def paper_correlation(cls, **overrides: Any) -> TrainConfig:
+        """The authors' recipe behind the correlation table and budget sweep (``metrics_cifar10_epa_dps_y0.py``):
+        as `paper_epa` but plain SGD (no momentum, no weight decay) for 100 epochs."""
+        return cls.paper_epa(**{"epochs": 100, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0, **overrides})
+
+    @classmethod
+    def paper_tinyimagenet(cls, **overrides: Any) -> TrainConfig:
+        """The authors' TinyImageNet EPA recipe (``epa_rank_tinyimagenet_yt0.py``): torchvision VGG-16 (its
+        4096-4096 classifier, a C-way last layer), plain SGD lr 0.01 (no momentum, no weight decay), batch 128,
+        constant lr, RandomResizedCrop(64, scale 0.8-1) + flip, ImageNet normalisation."""
+        base = cls(model="vgg16_torchvision", lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
+                   schedule="constant", milestones=(), crop_padding=0, resized_crop=0.8, normalize="imagenet")
+        return dataclasses.replace(base, **overrides)
+
+    def input_normalisation(self, mean: tuple[float, ...], std: tuple[float, ...]
+                            ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The (mean, std) the model normalises its inputs with, given the data set's own."""
+        if self.normalize == "imagenet":
+            return IMAGENET_MEAN, IMAGENET_STD
+        if self.normalize == "none":
+            return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        return tuple(mean), tuple(std)
 
     @classmethod
     def fast(cls, **overrides: Any) -> TrainConfig:
@@ -82,8 +162,10 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class TrajectoryConfig:
+class TrajectoryConfig(ConfigDict):
     """An EPA experiment: M clean runs of one recipe, every epoch end evaluated on a fixed set of examples."""
+
+    HASH_IGNORE: ClassVar[tuple[str, ...]] = ("runs",)  # more runs extend an experiment
 
     dataset: str = "cifar10"  # "cifar10" | "tinyimagenet"
     train: TrainConfig = field(default_factory=TrainConfig.full)  # the training recipe of every run
@@ -100,7 +182,7 @@ class TrajectoryConfig:
         check_positive("runs", self.runs, integer=True)
         check_number("seed0", self.seed0, integer=True)
         if isinstance(self.train, dict):  # rebuilt from JSON
-            object.__setattr__(self, "train", TrainConfig(**_tuples(self.train)))
+            object.__setattr__(self, "train", TrainConfig.from_dict(self.train))
         if self.classes is not None:  # the range is checked against the data set when it is loaded
             object.__setattr__(self, "classes", check_classes("classes", self.classes))
         if self.eval_indices is not None:
@@ -121,11 +203,27 @@ class TrajectoryConfig:
         return dataclasses.replace(base, **overrides)
 
     @classmethod
-    def full(cls, dataset: str = "cifar10", **overrides: Any) -> TrajectoryConfig:
-        """The paper's setting: M = 8 runs x N = 40 epochs of ResNet-18 (CIFAR-10) or VGG-16 at lr 0.01 (TinyImageNet)."""
-        train = TrainConfig.full() if dataset == "cifar10" else TrainConfig.full(model="vgg16", lr=0.01)
+    def full(cls, dataset: str = "cifar10", recipe: str = "victims", **overrides: Any) -> TrajectoryConfig:
+        """The paper's scale: M = 8 runs x N = 40 epochs of ResNet-18 (CIFAR-10) or VGG-16 (TinyImageNet).
+
+        ``recipe="victims"`` (ours): the runs train as the victims are retrained (Witches' Brew's recipe; VGG at lr
+        0.01), so EPA describes the models that get poisoned. ``recipe="authors"``: the authors' EPA-ranking recipes
+        (`TrainConfig.paper_epa` for CIFAR-10, `TrainConfig.paper_tinyimagenet`), which differ from their victims'.
+        """
+        check_choice("recipe", recipe, RECIPES)
+        if recipe == "authors":
+            train = TrainConfig.paper_epa() if dataset == "cifar10" else TrainConfig.paper_tinyimagenet()
+        else:
+            train = TrainConfig.full() if dataset == "cifar10" else TrainConfig.full(model="vgg16", lr=0.01)
         base = cls(dataset=dataset, train=train, runs=8)
         return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def correlation_table(cls, **overrides: Any) -> TrajectoryConfig:
+        """The authors' CIFAR-10 experiment behind their correlation table and budget sweep: 8 runs x 100 epochs
+        of plain SGD (`TrainConfig.paper_correlation`)."""
+        return dataclasses.replace(cls(dataset="cifar10", train=TrainConfig.paper_correlation(), runs=8),
+                                   **overrides)
 
     @classmethod
     def lab(cls, dataset: str = "cifar10", **overrides: Any) -> TrajectoryConfig:
@@ -140,21 +238,6 @@ class TrajectoryConfig:
         classes = tuple(range(10)) if dataset == "tinyimagenet" else None
         base = cls(dataset=dataset, train=TrainConfig.quick(epochs=16), runs=8, classes=classes)
         return dataclasses.replace(base, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrajectoryConfig:
-        return cls(**_tuples(data))
-
-    def key(self, *, ignore: tuple[str, ...] = ("runs",)) -> str:
-        """Stable short hash of everything but `ignore` (by default the run count, so an experiment can be extended)."""
-        data = {k: v for k, v in self.to_dict().items() if k not in ignore}
-        return hashlib.sha256(json.dumps(stable_dict(data), sort_keys=True).encode()).hexdigest()[:12]
-
-
-RUNTIME_ONLY = ("compile", "stack")  # settings that change speed, not results: left out of experiment hashes
 
 
 def stable_dict(data: Any) -> Any:

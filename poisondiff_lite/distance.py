@@ -1,6 +1,6 @@
 """Poisoning distance δ: the smallest step along the poison-class gradient, in parameter space, that flips a target.
 
-For a clean model ``w``, a target ``x`` and a poison class ``p`` (arXiv 2509.06896, algorithm "Poisoning Distance Estimation"):
+For a clean model ``w``, a target ``x`` and a poison class ``p`` (arXiv 2509.06896, "Poisoning Distance Estimation"):
 
     g  = ∇_w CE(f(x; w), p)                     over all trainable parameters (or only the head)
     η* = min { η ≥ 0 : argmax f(x; w − η g) = p }

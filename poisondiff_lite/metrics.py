@@ -13,6 +13,7 @@ import numpy as np
 from .errors import InvalidChoiceError, check_positive
 
 BUCKETS = ("lowest", "p20", "p40", "p60", "p80", "highest")
+GROUPS = BUCKETS + ("middle",)  # "middle": the authors' VGG / TinyImageNet group, positions n//2 − k//2 onward
 
 
 def _checkpoints(array: np.ndarray, burn_in: int = 0) -> np.ndarray:
@@ -20,14 +21,16 @@ def _checkpoints(array: np.ndarray, burn_in: int = 0) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim == 3:
         if not 0 <= burn_in < array.shape[1]:
-            raise InvalidChoiceError(f"burn_in must be in [0, {array.shape[1]}) for {array.shape[1]} epochs, got {burn_in}")
+            raise InvalidChoiceError(f"burn_in must be in [0, {array.shape[1]}) for {array.shape[1]} epochs, got "
+                                     f"{burn_in}")
         array = array[:, burn_in:]
         return array.reshape(-1, array.shape[-1])
     if array.ndim == 2:
         if burn_in:
             raise InvalidChoiceError("burn_in needs (runs, epochs, examples) arrays")
         return array
-    raise InvalidChoiceError(f"expected an array of shape (runs, epochs, examples) or (checkpoints, examples), got {array.shape}")
+    raise InvalidChoiceError(f"expected an array of shape (runs, epochs, examples) or (checkpoints, examples), got "
+                             f"{array.shape}")
 
 
 def _check_predictions(flat: np.ndarray, num_classes: int | None = None) -> np.ndarray:
@@ -52,7 +55,8 @@ def _check_scores(values: np.ndarray, what: str, *, unit: bool = True) -> np.nda
     """Finite per-example scores (within [0, 1] when `unit`), as float64."""
     values = np.asarray(values, dtype=np.float64)
     if values.size and not np.isfinite(values).all():
-        raise InvalidChoiceError(f"{what} contain NaN or inf (at positions {np.flatnonzero(~np.isfinite(values))[:5].tolist()}"
+        where = np.flatnonzero(~np.isfinite(values))[:5].tolist()
+        raise InvalidChoiceError(f"{what} contain NaN or inf (at positions {where}"
                                  f"...); compute them from finished runs only")
     if unit and values.size and (values.min() < 0 or values.max() > 1):
         raise InvalidChoiceError(f"{what} must lie in [0, 1], got [{values.min():g}, {values.max():g}]")
@@ -82,7 +86,7 @@ def epa(preds: np.ndarray, labels: np.ndarray, *, burn_in: int = 0) -> np.ndarra
 
 
 def soft_epa(true_prob: np.ndarray, *, burn_in: int = 0) -> np.ndarray:
-    """Soft EPA: the mean true-class softmax probability over all checkpoints (Data Maps' confidence, pooled over runs)."""
+    """Soft EPA: the mean true-class softmax probability over all checkpoints (Data Maps' confidence, over runs)."""
     return _check_scores(_checkpoints(true_prob, burn_in), "true-class probabilities").mean(axis=0)
 
 
@@ -108,9 +112,13 @@ def dps(preds: np.ndarray, num_classes: int, *, burn_in: int = 0) -> tuple[np.nd
 
 
 def epa_buckets(values: np.ndarray, per_bucket: int = 10,
-                percentiles: Sequence[float] = (0.2, 0.4, 0.6, 0.8)) -> dict[str, np.ndarray]:
+                percentiles: Sequence[float] = (0.2, 0.4, 0.6, 0.8), *, middle: bool = False) -> dict[str, np.ndarray]:
     """The authors' six buckets: positions (into `values`) of the lowest `per_bucket`, the `per_bucket` starting at
-    each percentile position ``int(p * n)`` of the stable ascending order, and the highest `per_bucket`."""
+    each percentile position ``int(p * n)`` of the stable ascending order, and the highest `per_bucket`.
+
+    ``middle=True`` adds their VGG13 / TinyImageNet middle group: the `per_bucket` starting at position
+    ``n // 2 − per_bucket // 2`` (4 of 50 goldfish: positions 23 to 26). Ties keep the data-set order (a stable sort,
+    as the authors' Python ``sorted``)."""
     values = _check_scores(values, "the values to bucket", unit=False)
     check_positive("per_bucket", per_bucket)
     n = len(values)
@@ -122,12 +130,15 @@ def epa_buckets(values: np.ndarray, per_bucket: int = 10,
         start = min(int(p * n), n - per_bucket)
         buckets[f"p{round(p * 100)}"] = order[start:start + per_bucket]
     buckets["highest"] = order[n - per_bucket:]
+    if middle:
+        start = min(max(n // 2 - per_bucket // 2, 0), n - per_bucket)
+        buckets["middle"] = order[start:start + per_bucket]
     return buckets
 
 
 def select_targets(epa_values: np.ndarray, labels: np.ndarray, target_class: int, *, per_bucket: int = 10,
-                   indices: np.ndarray | None = None) -> list[dict]:
-    """Pick attack targets of `target_class` from each EPA bucket, as the authors do (arXiv 2509.06896, target selection).
+                   indices: np.ndarray | None = None, middle: bool = False) -> list[dict]:
+    """Pick attack targets of `target_class` from each EPA bucket as the authors do (arXiv 2509.06896, target choice).
 
     Returns
     -------
@@ -138,8 +149,9 @@ def select_targets(epa_values: np.ndarray, labels: np.ndarray, target_class: int
     indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
     members = np.flatnonzero(labels == target_class)
     if len(members) == 0:
-        raise InvalidChoiceError(f"no example has class {target_class}; classes present: {sorted(set(labels.tolist()))}")
-    buckets = epa_buckets(epa_values[members], per_bucket)
+        present = sorted(set(labels.tolist()))
+        raise InvalidChoiceError(f"no example has class {target_class}; classes present: {present}")
+    buckets = epa_buckets(epa_values[members], per_bucket, middle=middle)
     return [{"bucket": name, "index": int(indices[members[pos]]), "epa": float(epa_values[members[pos]])}
             for name, positions in buckets.items() for pos in positions]
 

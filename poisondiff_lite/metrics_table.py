@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import os
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from .distance import DistanceResult, distance_matrix
 from .errors import ResultsFileError, check_choice, check_classes, check_positive
 from .metrics import select_targets, trajectory_metrics
 from .record import check_bucket_size, default_path, load_run_model, prepare_data, record_trajectories
-from .utils import atomic_write_csv, check_writable, exclusive, get_device, progress
+from .utils import atomic_write_csv, check_writable, exclusive, format_number, get_device, progress
 
 COLUMNS = ("dataset", "index", "label", "bucket", "epa", "soft_epa", "dps", "dominant", "poison_class", "delta_step",
            "grad_norm", "delta_param", "tau", "tau_inner", "settings")
@@ -54,10 +53,6 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
     atomic_write_csv(path, rows, COLUMNS)
-
-
-def _fmt(value: float) -> str:
-    return "inf" if math.isinf(value) else ("nan" if math.isnan(value) else f"{value:.8g}")
 
 
 def target_metrics_csv(config: TrajectoryConfig, out: str | os.PathLike, *, target_class: int | str | None = 0,
@@ -138,11 +133,12 @@ def _fill_table(out: Path, settings: str, config: TrajectoryConfig, chosen: list
                                         num_batches=tau_batches, batch_size=tau_batch_size, variant=variant,
                                         device=device)
             rows.append({"dataset": config.dataset, "index": target["index"], "label": label,
-                         "bucket": target["bucket"], "epa": _fmt(scores["epa"][k]),
-                         "soft_epa": _fmt(scores["soft_epa"][k]), "dps": _fmt(scores["dps"][k]),
-                         "dominant": int(scores["dominant"][k]), "poison_class": c, "delta_step": _fmt(step),
-                         "grad_norm": _fmt(delta.grad_norm), "delta_param": _fmt(delta.distance),
-                         "tau": _fmt(budget.tau), "tau_inner": _fmt(budget.inner), "settings": settings})
+                         "bucket": target["bucket"], "epa": format_number(scores["epa"][k]),
+                         "soft_epa": format_number(scores["soft_epa"][k]), "dps": format_number(scores["dps"][k]),
+                         "dominant": int(scores["dominant"][k]), "poison_class": c, "delta_step": format_number(step),
+                         "grad_norm": format_number(delta.grad_norm), "delta_param": format_number(delta.distance),
+                         "tau": format_number(budget.tau), "tau_inner": format_number(budget.inner),
+                         "settings": settings})
             done.add((config.dataset, target["index"], c))
         _write_rows(out, rows)
     return rows

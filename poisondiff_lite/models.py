@@ -1,4 +1,5 @@
-"""Models: torchvision ResNet-18 and VGG-13/16, and a fast airbench-style network.
+"""Models: torchvision ResNet-18 and VGG-13/16 (compact 512 -> C head, or torchvision's own 4096-4096 classifier as
+the authors used it: ``vgg16_torchvision``), and a fast airbench-style network.
 
 Every model is a `Classifier`: it takes float images in [0, 1] (normalisation is its first layer, so attacks work in
 pixel space), has a `features(x)` body and a linear `head`. The head split serves the last-layer variant of δ and
@@ -7,15 +8,16 @@ feature-collision attacks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 import torchvision
 
-from collections.abc import Callable
-
 from .errors import InvalidChoiceError, check_choice
 
-MODELS = ("fastnet", "fastnet_small", "resnet18", "resnet18_cifar", "vgg13", "vgg16")
+MODELS = ("fastnet", "fastnet_small", "resnet18", "resnet18_cifar", "vgg13", "vgg16", "vgg13_torchvision",
+          "vgg16_torchvision")
 
 
 class Classifier(nn.Module):
@@ -99,6 +101,15 @@ def _vgg(depth: int, num_classes: int) -> tuple[nn.Module, nn.Linear]:
     return body, head
 
 
+def _vgg_torchvision(depth: int, num_classes: int) -> tuple[nn.Module, nn.Linear]:
+    # torchvision's VGG as it is, the authors' model: features, 7x7 average pool, the 4096-4096 classifier (ReLU,
+    # dropout); only its last layer becomes a `num_classes`-way head (about 120M parameters in all)
+    net = getattr(torchvision.models, f"vgg{depth}")(weights=None, num_classes=num_classes)
+    head = net.classifier[-1]
+    body = nn.Sequential(net.features, net.avgpool, nn.Flatten(), *net.classifier[:-1])
+    return body, head
+
+
 CUSTOM_MODELS: dict[str, Callable[[int], tuple[nn.Module, nn.Linear]]] = {}
 
 
@@ -140,6 +151,8 @@ def build_model(name: str, num_classes: int, *, mean: tuple[float, ...] = (0.5, 
         return Classifier(fast_body(widths, stride), head, mean, std, head_scale=1 / 9)
     if name.startswith("resnet18"):
         body, head = _resnet18(num_classes, cifar_stem=name == "resnet18_cifar")
+    elif name.endswith("_torchvision"):
+        body, head = _vgg_torchvision(int(name[3:5]), num_classes)
     else:
         body, head = _vgg(int(name[3:]), num_classes)
     return Classifier(body, head, mean, std)

@@ -29,7 +29,8 @@ def _axes(ax: plt.Axes | None, figsize: tuple[float, float] = (6, 4)) -> tuple[F
     return fig, ax
 
 
-def _to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
+def to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """One image as ``(H, W, 3)`` uint8 for `imshow`, from ``(3, H, W)`` uint8 or floats in [0, 1]."""
     array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if array.dtype != np.uint8:
         array = np.clip(array * 255.0 if array.max() <= 1.0 else array, 0, 255).astype(np.uint8)
@@ -56,7 +57,7 @@ def image_grid(images: torch.Tensor | np.ndarray, titles: Sequence[str] | None =
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < k:
-            ax.imshow(_to_hwc(images[i]), interpolation="nearest")
+            ax.imshow(to_hwc(images[i]), interpolation="nearest")
             if titles is not None:
                 ax.set_title(titles[i], fontsize=7)
     if suptitle:
@@ -166,7 +167,8 @@ def delta_heatmap(values: np.ndarray, classes: Sequence[str], *, row_labels: Seq
     rows, cols = np.nonzero(np.isinf(values))
     ax.scatter(cols, rows, marker="x", color="k", s=20, label="never flips" if len(rows) else None)
     zero_r, zero_c = np.nonzero(values == 0)
-    ax.scatter(zero_c, zero_r, marker="o", facecolor="none", color="k", s=20, label="0 (already predicted)" if len(zero_r) else None)
+    ax.scatter(zero_c, zero_r, marker="o", facecolor="none", color="k", s=20,
+               label="0 (already predicted)" if len(zero_r) else None)
     ax.set_xticks(range(len(classes)))
     ax.set_xticklabels([str(c)[:10] for c in classes], rotation=45, ha="right")
     if row_labels is not None:
@@ -197,11 +199,11 @@ def poison_comparison(clean: torch.Tensor, poisoned: torch.Tensor, *, target: to
     for ax in axes.flat:
         ax.axis("off")
     if target is not None:
-        axes[0, 0].imshow(_to_hwc(target), interpolation="nearest")
+        axes[0, 0].imshow(to_hwc(target), interpolation="nearest")
         axes[0, 0].set_title("target", fontsize=8, color="#d62728")
     for j in range(count):
         for row, (images, name) in enumerate([(clean, "clean"), (poisoned, "poisoned"), (shown, f"Δ x{scale:.0f}")]):
-            axes[row, j + offset].imshow(_to_hwc(images[j]), interpolation="nearest")
+            axes[row, j + offset].imshow(to_hwc(images[j]), interpolation="nearest")
             if j == 0:
                 axes[row, j + offset].set_title(name, fontsize=8, loc="left")
     if title:

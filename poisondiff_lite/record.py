@@ -122,7 +122,8 @@ class Trajectory:
     def empty(cls, config: TrajectoryConfig, labels: np.ndarray, indices: np.ndarray,
               classes: tuple[str, ...]) -> Trajectory:
         m, n, e, num_classes = config.runs, config.train.epochs, len(labels), len(classes)
-        return cls(config=config, labels=np.asarray(labels, dtype=np.int64), indices=np.asarray(indices, dtype=np.int64),
+        return cls(config=config, labels=np.asarray(labels, dtype=np.int64),
+                   indices=np.asarray(indices, dtype=np.int64),
                    preds=np.full((m, n, e), -1, dtype=np.int16), true_prob=np.zeros((m, n, e), dtype=np.float16),
                    logits=np.zeros((m, n, e, num_classes), dtype=np.float16) if config.store_logits else None,
                    train_accuracy=np.zeros((m, n), dtype=np.float32), seconds=np.zeros(m, dtype=np.float32),
@@ -180,8 +181,9 @@ def check_bucket_size(config: TrajectoryConfig, data: DataBundle, target_class: 
                                  f"{data.classes[target_class]!r}; choose at most {members}")
 
 
-def record_trajectories(config: TrajectoryConfig, *, data: DataBundle | None = None, path: str | os.PathLike | None = None,
-                        data_dir: str | None = None, download: bool = False, device: torch.device | str = "auto",
+def record_trajectories(config: TrajectoryConfig, *, data: DataBundle | None = None,
+                        path: str | os.PathLike | None = None, data_dir: str | None = None, download: bool = False,
+                        device: torch.device | str = "auto",
                         show_progress: bool = True, keep_models: bool = False,
                         results_dir: str | os.PathLike | None = None) -> Trajectory:
     """Train `config.runs` clean runs and record every epoch end; resume whatever a previous call finished.

@@ -11,11 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidChoiceError, ResultsFileError
+from .budget import VARIANTS, lambert_denominator
+from .errors import InvalidChoiceError, ResultsFileError, check_choice
 from .stats import auroc, auroc_interval, correlation_pvalue, group_summary, pearson, spearman
 from .study_config import METRIC_LABELS, METRICS, StudyConfig, attack_id, study_dir
-from .utils import read_json, resolve_results_dir
+from .utils import format_number, read_json, resolve_results_dir
 from .victims import ResultsLog, asr_interval, success_table
+
 
 @dataclass
 class StudyResults:
@@ -59,18 +61,30 @@ class StudyResults:
                 if wins is None:
                     continue
                 low, high = asr_interval(int(wins.sum()), len(wins))
-                out.append({**t, "attack": ident, "label": self.label(ident), "victims": len(wins),
+                out.append({**t, **self._tau_variants(t), "attack": ident, "label": self.label(ident),
+                            "victims": len(wins),
                             "successes": int(wins.sum()), "asr": float(wins.mean()), "asr_low": low, "asr_high": high,
                             "clean_accuracy": float(np.mean(accuracy[(t["key"], ident)]))})
         return out
 
+    def _tau_variants(self, target: dict[str, Any]) -> dict[str, float]:
+        """τ under both Lambert-W arguments (``tau_derived``, ``tau_authors``): each is max(inner / W(κ), 0) with
+        W(κ) > 0, so one converts into the other by the ratio of the two W(κ); needs the class count."""
+        if not self.classes:
+            return {}
+        own = self.config.tau_variant
+        return {f"tau_{v}": float(target["tau"]) * lambert_denominator(len(self.classes), own)
+                / lambert_denominator(len(self.classes), v) for v in VARIANTS}
+
     def by_bucket(self) -> list[dict[str, Any]]:
-        """Mean ± population std of ASR over the targets of each (attack, bucket), as the authors report."""
+        """Mean ± population std of ASR over the targets of each (attack, bucket), as the authors report.
+
+        A target in two groups (an EPA bucket and an extreme δ/τ group) counts in both."""
         rows = self.per_target()
         out = []
         for ident in dict.fromkeys(r["attack"] for r in rows):
-            for bucket in dict.fromkeys(t["bucket"] for t in self.targets):
-                group = [r for r in rows if r["attack"] == ident and r["bucket"] == bucket]
+            for bucket in dict.fromkeys(g for t in self.targets for g in target_groups(t)):
+                group = [r for r in rows if r["attack"] == ident and bucket in target_groups(r)]
                 if not group:
                     continue
                 summary = group_summary([r["asr"] for r in group])
@@ -83,16 +97,21 @@ class StudyResults:
                             "clean_accuracy": float(np.mean([r["clean_accuracy"] for r in group]))})
         return out
 
-    def correlations(self) -> list[dict[str, Any]]:
+    def correlations(self, metrics: tuple[str, ...] = METRICS) -> list[dict[str, Any]]:
         """Per attack and metric: Pearson and Spearman with ASR, each with its two-sided permutation p-value, and
-        AUROC for "ASR >= success_threshold" with a stratified bootstrap 95 % interval (see `stats`)."""
+        AUROC for "ASR >= success_threshold" with a stratified bootstrap 95 % interval (see `stats`).
+
+        `metrics` may also name ``tau_derived`` and ``tau_authors`` (τ under both Lambert-W arguments; a constant
+        factor apart, so their correlations and AUROC agree)."""
+        for metric in metrics:
+            check_choice("metric", metric, tuple(METRIC_LABELS))
         rows = self.per_target()
         out = []
         for ident in self.attack_ids():
             mine = [r for r in rows if r["attack"] == ident]
             asr = np.array([r["asr"] for r in mine])
             success = asr >= self.config.success_threshold
-            for metric in METRICS:
+            for metric in metrics:
                 values = np.array([r[metric] for r in mine], dtype=np.float64)
                 low, high = auroc_interval(values, success)
                 out.append({"attack": ident, "label": self.label(ident), "metric": metric,
@@ -115,11 +134,16 @@ class StudyResults:
         return self.targets_done() == len(self.targets)
 
 
-def format_table(rows: list[dict[str, Any]], columns: list[str], *, floats: str = "{:.3f}") -> str:
-    """A fixed-width text table (no pandas needed) of `columns` of `rows`."""
+def target_groups(target: dict[str, Any]) -> list[str]:
+    """The groups a target belongs to: its EPA bucket, and an extreme δ/τ group when it is in both."""
+    return list(target.get("groups") or [target["bucket"]])
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str], *, floats: str = ".3f") -> str:
+    """A fixed-width text table (no pandas needed) of `columns` of `rows`; floats formatted with `floats`."""
     def fmt(v: Any) -> str:
         if isinstance(v, float):
-            return "nan" if math.isnan(v) else ("inf" if math.isinf(v) else floats.format(v))
+            return format_number(v, floats)
         return str(v)
 
     cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
@@ -146,7 +170,7 @@ def read_study(folder: str | os.PathLike, config: StudyConfig | None = None) -> 
         except (TypeError, ValueError) as exc:
             raise ResultsFileError(f"{folder / 'study.json'} does not describe a study ({exc}). "
                                    f"Fix: {STUDY_JSON_FIX}") from None
-    targets = _read_targets(folder / "targets.json")
+    targets = read_targets(folder / "targets.json")
     log = ResultsLog.read(folder / "results.jsonl")
     return StudyResults(config, targets["targets"], log.rows, targets["classes"], folder)
 
@@ -156,7 +180,7 @@ TARGETS_FIX = ("delete it; the study chooses its targets again (the same ones: t
                "the victims already logged")
 
 
-def _read_targets(path: Path) -> dict[str, Any]:
+def read_targets(path: Path) -> dict[str, Any]:
     """The saved targets and class names of a study; a damaged file is a one-line error naming the fix."""
     saved = read_json(path, TARGETS_FIX)
     try:
@@ -180,10 +204,10 @@ def find_studies(results_dir: str | os.PathLike | None = None) -> list[StudyResu
     return found
 
 
-def _json_safe(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def json_safe(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def clean(v: Any) -> Any:
         if isinstance(v, float) and not math.isfinite(v):
-            return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
+            return format_number(v)
         return v
 
     return [{k: clean(v) for k, v in t.items()} for t in targets]

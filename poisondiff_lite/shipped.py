@@ -95,7 +95,7 @@ def ship(result: StudyResults, name: str, *, description: str, command: str, wal
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "wall_seconds": round(float(wall_seconds), 1), "study_key": result.config.key(),
         "targets": len(result.targets), "victim_rows": len(result.rows), "complete": result.complete(),
-        "targets_done": result.targets_done()})
+        "targets_done": result.targets_done(), "torch": torch.__version__})
     return folder
 
 

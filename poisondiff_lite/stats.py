@@ -20,7 +20,8 @@ def _finite_pairs(metric: Sequence[float], outcome: Sequence[float]) -> tuple[np
     metric = np.asarray(metric, dtype=np.float64)
     outcome = np.asarray(outcome, dtype=np.float64)
     if metric.shape != outcome.shape or metric.ndim != 1:
-        raise InvalidChoiceError(f"metric and outcome must be 1-D of one length, got {metric.shape} and {outcome.shape}")
+        raise InvalidChoiceError(f"metric and outcome must be 1-D of one length, got {metric.shape} and "
+                                 f"{outcome.shape}")
     keep = np.isfinite(metric) & np.isfinite(outcome)
     return metric[keep], outcome[keep]
 

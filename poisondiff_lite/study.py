@@ -32,10 +32,8 @@ from .distance import DistanceResult, distance_matrix
 from .errors import check_choice
 from .metrics import select_targets, trajectory_metrics
 from .record import check_bucket_size, default_path, load_run_model, prepare_data, record_trajectories
-from .results import (StudyResults, _json_safe, _read_targets, find_studies, format_table,  # noqa: F401
-                      load_study, read_study)
-from .study_config import (METRIC_LABELS, METRICS, StudyConfig, attack_id, baseline_id, setup_key,  # noqa: F401
-                           study_dir)
+from .results import StudyResults, find_studies, format_table, json_safe, load_study, read_study, read_targets  # noqa: F401
+from .study_config import METRIC_LABELS, METRICS, StudyConfig, attack_id, baseline_id, setup_key, study_dir  # noqa: F401
 from .utils import atomic_write_json, check_writable, exclusive, get_device, progress
 from .victims import (ResultsLog, extract_features, insert_poisons, log_outcomes, outcome_row, poisoned_features,
                       scratch_victims, transfer_victims, victim_seeds)
@@ -49,35 +47,54 @@ from .victims import (ResultsLog, extract_features, insert_poisons, log_outcomes
 def _choose_targets(config: StudyConfig, scores: dict[str, np.ndarray], model: torch.nn.Module, split_images,
                     train_set, device: torch.device, show_progress: bool
                     ) -> tuple[list[dict[str, Any]], dict[int, float]]:
-    """The targets, and the τ already computed while choosing them (by test index), so it is not computed twice."""
+    """The targets, and the τ already computed while choosing them (by test index), so it is not computed twice.
+
+    The extreme groups are always complete: a target that is also in an EPA bucket is one target in two groups
+    (its ``groups``), its victims trained once. Ranking by δ keeps the data-set order among ties (the authors' stable
+    sort); by τ, ties (many τ are 0) go to the smaller δ, then to the data-set order.
+    """
     chosen = [t for t in select_targets(scores["epa"], scores["labels"], config.target_class,
-                                        per_bucket=config.per_bucket, indices=scores["indices"])
+                                        per_bucket=config.per_bucket, indices=scores["indices"],
+                                        middle="middle" in config.buckets)
               if t["bucket"] in config.buckets]
     known_tau: dict[int, float] = {}
     if config.extremes:
         members = np.flatnonzero(scores["labels"] == config.target_class)
-        all_delta = distance_matrix(model, split_images[scores["indices"][members]], scores["labels"][members],
-                                    poison_classes=[config.poison_class], device=device, show_progress=show_progress)
-        values = all_delta.step[:, config.poison_class]
+        images = split_images[scores["indices"][members]]
+        all_delta = distance_matrix(model, images, scores["labels"][members], poison_classes=[config.poison_class],
+                                    device=device, show_progress=show_progress)
+        steps = all_delta.step[:, config.poison_class]
+        order = extreme_order(steps)
         if config.extreme_metric == "tau":  # one clean-gradient estimate per member: costly, hence optional
-            images = split_images[scores["indices"][members]]
-            values = np.array([budget_lower_bound(model, images[k], config.poison_class, train_set,
-                                                  delta=DistanceResult.from_step(v),
-                                                  num_batches=config.tau_batches, batch_size=config.tau_batch_size,
-                                                  device=device).tau
-                               for k, v in enumerate(progress(values, enable=show_progress, desc="τ of candidates"))])
-            known_tau = {int(scores["indices"][m]): float(v) for m, v in zip(members, values)}
-        order = np.argsort(np.where(np.isnan(values), np.inf, values), kind="stable")
-        taken = {t["index"] for t in chosen}
+            taus = np.array([budget_lower_bound(model, images[k], config.poison_class, train_set,
+                                                delta=DistanceResult.from_step(v), num_batches=config.tau_batches,
+                                                batch_size=config.tau_batch_size, variant=config.tau_variant,
+                                                device=device).tau
+                             for k, v in enumerate(progress(steps, enable=show_progress, desc="τ of candidates"))])
+            known_tau = {int(scores["indices"][m]): float(v) for m, v in zip(members, taus)}
+            order = extreme_order(taus, steps)
+        by_index = {t["index"]: t for t in chosen}
         symbol = "δ" if config.extreme_metric == "delta" else "τ"
-        for bucket, positions in ((f"{symbol}-low", order[:config.extremes]),
-                                  (f"{symbol}-high", order[::-1][:config.extremes])):
+        for group, positions in ((f"{symbol}-low", order[:config.extremes]),
+                                 (f"{symbol}-high", order[::-1][:config.extremes])):
             for pos in positions:
                 index = int(scores["indices"][members[pos]])
-                if index not in taken:
-                    chosen.append({"bucket": bucket, "index": index, "epa": float(scores["epa"][members[pos]])})
-                    taken.add(index)
+                if index in by_index:
+                    target = by_index[index]
+                    target["groups"] = target.get("groups", [target["bucket"]]) + [group]
+                else:
+                    by_index[index] = {"bucket": group, "index": index, "epa": float(scores["epa"][members[pos]])}
+                    chosen.append(by_index[index])
     return chosen, known_tau
+
+
+def extreme_order(values: np.ndarray, tie_break: np.ndarray | None = None) -> np.ndarray:
+    """Positions sorted by `values` ascending (NaN last, as never flipping), ties by `tie_break`, then by position."""
+    keys = [np.arange(len(values))]
+    if tie_break is not None:
+        keys.append(np.where(np.isnan(tie_break), np.inf, tie_break))
+    keys.append(np.where(np.isnan(values), np.inf, values))
+    return np.lexsort(keys)
 
 
 def _target_metrics(config: StudyConfig, chosen: list[dict[str, Any]], scores: dict[str, np.ndarray], model,
@@ -97,12 +114,13 @@ def _target_metrics(config: StudyConfig, chosen: list[dict[str, Any]], scores: d
         tau = known_tau.get(t["index"])
         if tau is None:
             tau = budget_lower_bound(model, images[j], p, train_set, delta=result, num_batches=config.tau_batches,
-                                     batch_size=config.tau_batch_size, device=device).tau
+                                     batch_size=config.tau_batch_size, variant=config.tau_variant,
+                                     device=device).tau
         out.append({"key": setup_key(config.target_class, p, t["index"]), "index": t["index"], "bucket": t["bucket"],
                     "label": int(labels[j]), "epa": float(scores["epa"][k]), "soft_epa": float(scores["soft_epa"][k]),
                     "dps": float(scores["dps"][k]), "dominant": int(scores["dominant"][k]),
                     "clean_pred": result.pred_before, "delta_step": result.step, "delta_param": result.distance,
-                    "grad_norm": result.grad_norm, "tau": tau})
+                    "grad_norm": result.grad_norm, "tau": tau, **({"groups": t["groups"]} if "groups" in t else {})})
     return out
 
 
@@ -145,12 +163,12 @@ def _run_locked(config: StudyConfig, folder: Path, data: DataBundle, device: tor
 
     targets_path = folder / "targets.json"
     if targets_path.exists():
-        targets = _read_targets(targets_path)["targets"]
+        targets = read_targets(targets_path)["targets"]
     else:
         scores = trajectory_metrics(traj)
         chosen, known_tau = _choose_targets(config, scores, surrogate, split.images, data.train, device, show_progress)
         targets = _target_metrics(config, chosen, scores, surrogate, split.images, data.train, device, known_tau)
-        atomic_write_json(targets_path, {"targets": _json_safe(targets), "classes": list(data.classes)})
+        atomic_write_json(targets_path, {"targets": json_safe(targets), "classes": list(data.classes)})
 
     log = ResultsLog(folder / "results.jsonl", {"study": config.key(), "config": config.to_dict()})
     seeds = victim_seeds(config.victim_seed0, config.victims)

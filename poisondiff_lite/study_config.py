@@ -4,27 +4,29 @@ of setups, attacks and baselines that key the study's log."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .attacks import ATTACKS, AttackConfig
-from .config import TrainConfig, TrajectoryConfig, stable_dict
+from .budget import VARIANTS
+from .config import ConfigDict, TrainConfig, TrajectoryConfig
 from .errors import InvalidChoiceError, check_choice, check_number, check_positive
-from .metrics import BUCKETS
+from .metrics import BUCKETS, GROUPS
 from .utils import resolve_results_dir
 from .victims import HeadConfig
 
 METRICS = ("epa", "dps", "delta_step", "delta_param", "tau")
-METRIC_LABELS = {"epa": "EPA", "dps": "DPS", "delta_step": "δ (η*)", "delta_param": "δ (η*·‖g‖)", "tau": "τ"}
+METRIC_LABELS = {"epa": "EPA", "dps": "DPS", "delta_step": "δ (η*)", "delta_param": "δ (η*·‖g‖)", "tau": "τ",
+                 "tau_derived": "τ, κ = (C−1)/e", "tau_authors": "τ, κ = C − 1/e"}
 
 
 @dataclass(frozen=True)
-class StudyConfig:
+class StudyConfig(ConfigDict):
     """One attack-validation study."""
+
+    HASH_IGNORE: ClassVar[tuple[str, ...]] = ("victims",)  # more victims extend a study
 
     trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig.full)  # the EPA experiment (and surrogate)
     attacks: tuple[AttackConfig, ...] = (AttackConfig(),)  # attacks to run on every target
@@ -33,8 +35,8 @@ class StudyConfig:
     target_class: int = 0  # y_t (the paper: airplane / goldfish)
     poison_class: int = 1  # y_p (the paper: automobile / European fire salamander)
     per_bucket: int = 10  # targets per EPA bucket
-    buckets: tuple[str, ...] = BUCKETS  # which EPA buckets to draw from
-    extremes: int = 0  # also this many lowest and highest targets of the class by `extreme_metric`
+    buckets: tuple[str, ...] = BUCKETS  # which EPA buckets to draw from (and "middle", see metrics.epa_buckets)
+    extremes: int = 0  # also this many lowest and highest targets of the class by `extreme_metric` (complete groups)
     extreme_metric: str = "delta"  # "delta" (the authors' δ experiment) | "tau"
     victims: int = 8  # V: victims retrained per (target, attack)
     victim_seed0: int = 1000  # victim v is initialised from seed victim_seed0 + v
@@ -42,6 +44,9 @@ class StudyConfig:
     tau_batch_size: int = 256  # their size
     crafting_seed: int = 0  # seeds the attacks' initialisation and augmentation
     success_threshold: float = 0.5  # a target counts as "poisoned" for AUROC when its ASR reaches this
+    tau_variant: str = "derived"  # τ's Lambert-W argument: "derived" κ = (C − 1)/e | "authors" κ = C − 1/e (their code)
+
+    ADDED: ClassVar[dict[str, Any]] = {"tau_variant": "derived"}
 
     def __post_init__(self) -> None:
         if isinstance(self.trajectory, dict):  # rebuilt from JSON
@@ -49,15 +54,14 @@ class StudyConfig:
         attacks = tuple(AttackConfig(**a) if isinstance(a, dict) else a for a in self.attacks)
         object.__setattr__(self, "attacks", attacks)
         if isinstance(self.victim, dict):
-            object.__setattr__(self, "victim", TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                              for k, v in self.victim.items()}))
+            object.__setattr__(self, "victim", TrainConfig.from_dict(self.victim))
         if isinstance(self.head, dict):
-            object.__setattr__(self, "head", HeadConfig(**self.head))
+            object.__setattr__(self, "head", HeadConfig.from_dict(self.head))
         object.__setattr__(self, "buckets", tuple(self.buckets))
         if not self.attacks:
             raise InvalidChoiceError(f"a study needs at least one attack; choose from {', '.join(ATTACKS)}")
         for bucket in self.buckets:
-            check_choice("EPA bucket", bucket, BUCKETS)
+            check_choice("EPA bucket", bucket, GROUPS)
         check_positive("target_class", self.target_class, allow_zero=True, integer=True)
         check_positive("poison_class", self.poison_class, allow_zero=True, integer=True)
         check_number("victim_seed0", self.victim_seed0, integer=True)
@@ -72,6 +76,7 @@ class StudyConfig:
         check_positive("victims", self.victims, integer=True)
         check_positive("extremes", self.extremes, allow_zero=True, integer=True)
         check_choice("extreme metric", self.extreme_metric, ("delta", "tau"))
+        check_choice("tau variant", self.tau_variant, VARIANTS)
         check_positive("tau_batches", self.tau_batches, integer=True)
 
     @property
@@ -79,12 +84,23 @@ class StudyConfig:
         return self.victim if self.victim is not None else self.trajectory.train
 
     @classmethod
-    def full(cls, dataset: str = "cifar10", **overrides: Any) -> StudyConfig:
-        """The paper's main setting: 10 targets per EPA bucket, GM (and any attacks passed), 8 victims, 40 epochs."""
-        base = cls(trajectory=TrajectoryConfig.full(dataset), attacks=(AttackConfig.full("gm"),), victims=8)
-        if dataset == "tinyimagenet":  # 50 poisons of 100,000 (0.05 %), 4 targets per group (section 2.3)
+    def full(cls, dataset: str = "cifar10", recipe: str = "victims", **overrides: Any) -> StudyConfig:
+        """The paper's main setting: 10 targets per EPA bucket, GM (and any attacks passed), 8 victims, 40 epochs.
+
+        Victims retrain with Witches' Brew's recipe (`TrainConfig.full`; VGG at lr 0.01). ``recipe`` picks the EPA
+        runs (`TrajectoryConfig.full`): ``"victims"`` trains them as the victims (ours), ``"authors"`` with the
+        authors' EPA-ranking recipes and models (torchvision VGG-16 with its 4096-wide classifier on TinyImageNet);
+        run 0 of those runs is the surrogate that crafts and measures δ and τ either way.
+        """
+        trajectory = TrajectoryConfig.full(dataset, recipe)
+        victim = None
+        if recipe == "authors":
+            victim = (TrainConfig.full() if dataset == "cifar10"
+                      else TrainConfig.full(model="vgg16_torchvision", lr=0.01))
+        base = cls(trajectory=trajectory, attacks=(AttackConfig.full("gm"),), victims=8, victim=victim)
+        if dataset == "tinyimagenet":  # 50 poisons of 100,000 (0.05 %); the 4 lowest, middle and highest targets
             base = dataclasses.replace(base, attacks=(AttackConfig.full("gm", budget=0.0005),), per_bucket=4,
-                                       buckets=("lowest", "p40", "highest"))
+                                       buckets=("lowest", "middle", "highest"))
         return dataclasses.replace(base, **overrides)
 
     @classmethod
@@ -139,18 +155,6 @@ class StudyConfig:
             base = cls(trajectory=trajectory, attacks=attacks, per_bucket=10, victims=8, tau_batches=20)
         return dataclasses.replace(base, **overrides)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
-        data = {k: tuple(v) if isinstance(v, list) and k != "attacks" else v for k, v in data.items()}
-        return cls(**data)
-
-    def key(self) -> str:
-        """Stable hash of everything but the victim count (more victims extend a study)."""
-        data = {k: v for k, v in self.to_dict().items() if k != "victims"}
-        return hashlib.sha256(json.dumps(stable_dict(data), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def setup_key(target_class: int, poison_class: int, target_index: int) -> str:

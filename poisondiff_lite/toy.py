@@ -51,7 +51,8 @@ def stepped(model: nn.Linear, point: torch.Tensor, poison_class: int, eta: float
     return moved.eval()
 
 
-def decision_regions(model: nn.Module, points: torch.Tensor, labels: torch.Tensor, *, target: torch.Tensor | None = None,
+def decision_regions(model: nn.Module, points: torch.Tensor, labels: torch.Tensor, *,
+                     target: torch.Tensor | None = None,
                      ax: plt.Axes | None = None, title: str = "") -> Figure:
     """Colour the plane by the model's prediction; draw the data and (as a star) the target."""
     if ax is None:
@@ -85,7 +86,8 @@ def logit_path(model: nn.Linear, point: torch.Tensor, poison_class: int, etas: n
     fig = ax.figure
     logits = np.stack([stepped(model, point, poison_class, float(e))(point[None]).detach().numpy()[0] for e in etas])
     for k in range(logits.shape[1]):
-        ax.plot(etas, logits[:, k], color=COLORS[k % len(COLORS)], label=f"logit {k}" + (" (poison)" if k == poison_class else ""),
+        ax.plot(etas, logits[:, k], color=COLORS[k % len(COLORS)],
+                label=f"logit {k}" + (" (poison)" if k == poison_class else ""),
                 lw=2.5 if k == poison_class else 1.2)
     if step is not None:
         ax.axvline(step, color="k", ls="--", lw=1, label=f"η* = {step:.3f}")

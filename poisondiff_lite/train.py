@@ -77,6 +77,12 @@ def _autocast(device: torch.device, cfg: TrainConfig) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=_accelerated(device) and cfg.bf16)
 
 
+def new_model(cfg: TrainConfig, data: DataBundle) -> nn.Module:
+    """A fresh model of the recipe's architecture for `data`, normalising inputs as the recipe says (seed first)."""
+    mean, std = cfg.input_normalisation(data.mean, data.std)
+    return build_model(cfg.model, data.num_classes, mean=mean, std=std)
+
+
 def _prepare(images: torch.Tensor, device: torch.device, cfg: TrainConfig) -> torch.Tensor:
     """uint8 images as floats in [0, 1] of the default dtype (float32 unless a test asks for float64)."""
     x = images.to(torch.get_default_dtype()).div_(255.0)
@@ -146,7 +152,8 @@ def _fit_on(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, seeds: 
         # the epoch's data order, crops and flips, drawn per member and copied to the device once: a copy per batch
         # would make the host wait for the GPU at every step
         orders = [to_device(torch.randperm(n, generator=g), device) for g in generators]
-        draws = [AugmentDraw.draw(n, crop_padding=cfg.crop_padding, flip=cfg.flip, generator=g, device=device)
+        draws = [AugmentDraw.draw(n, crop_padding=cfg.crop_padding, flip=cfg.flip, generator=g, device=device,
+                                  resized_crop=cfg.resized_crop, size=tuple(train_set.images.shape[-2:]))
                  for g in generators]
         loss_sum = torch.zeros(members, device=device)
         correct = torch.zeros(members, device=device, dtype=torch.long)
@@ -250,7 +257,7 @@ def train_fresh_many(data: DataBundle, cfg: TrainConfig, seeds: Iterable[int], *
     train_set = train_set if train_set is not None else data.train
     stack = cfg.stack
     if stack > 1 and len(seeds) > 1:
-        bad = unstackable_part(build_model(cfg.model, data.num_classes, mean=data.mean, std=data.std))
+        bad = unstackable_part(new_model(cfg, data))
         if bad:
             warnings.warn(f"model {cfg.model!r} contains {bad}, which cannot be stacked: training its runs one at "
                           f"a time (stack=1)", stacklevel=2)
@@ -261,7 +268,7 @@ def train_fresh_many(data: DataBundle, cfg: TrainConfig, seeds: Iterable[int], *
         models = []
         for seed in group:
             torch.manual_seed(seed)
-            models.append(build_model(cfg.model, data.num_classes, mean=data.mean, std=data.std))
+            models.append(new_model(cfg, data))
         net = models[0] if len(group) == 1 else StackedClassifier(models)
         callback = None if on_epoch_end is None else (lambda epoch, m, group=group: on_epoch_end(epoch, m, group))
         histories = _fit(net, train_set, cfg, group, device=device, on_epoch_end=callback,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import random
 import tempfile
@@ -82,6 +83,16 @@ def resolve_quick(quick: bool | None = None, device: torch.device | None = None)
     if device is not None:
         return device.type != "cuda"
     return not torch.cuda.is_available()
+
+
+def format_number(value: float, spec: str = ".8g") -> str:
+    """`value` formatted with `spec`, and the non-finite ones always as "inf", "-inf" or "nan" (CSV, tables, text)."""
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return format(value, spec)
 
 
 def check_flag(name: str, value: Any) -> bool:
@@ -167,7 +178,8 @@ def _umask() -> int:
 
 def _unwritable(path: Path, exc: OSError) -> ResultsFileError:
     return ResultsFileError(f"could not write {path} ({exc.strerror or exc}). Fix: free disk space or choose a "
-                            f"writable results folder (--results-dir / POISONDIFF_RESULTS); work already saved is kept.")
+                            f"writable results folder (--results-dir / POISONDIFF_RESULTS); work already saved is "
+                            f"kept.")
 
 
 def check_writable(folder: str | os.PathLike) -> Path:

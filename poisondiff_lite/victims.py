@@ -31,15 +31,19 @@ import torch.nn.functional as F
 from scipy.stats import binomtest
 
 from .attacks import Poisons
-from .config import TrainConfig
-from .data import DataBundle, ImageDataset
+from .config import ConfigDict, TrainConfig
+from .data import DataBundle, ImageDataset, to_unit
 from .errors import InvalidChoiceError, ResultsFileError, check_positive
-from .train import _prepare, predict_logits, train_fresh_many
+from .train import predict_logits, train_fresh_many
 from .utils import eval_mode, get_device, progress
+
+# Transfer heads see features scaled to unit mean norm, whose raw logits span too little for cross-entropy to fit
+# them; this fixed factor gives them the range of a trained network's logits (it is part of the victim, not tuned).
+HEAD_LOGIT_SCALE = 10.0
 
 
 @dataclass(frozen=True)
-class HeadConfig:
+class HeadConfig(ConfigDict):
     """Training of one linear head on frozen features (the transfer-learning victim)."""
 
     epochs: int = 40  # passes over the training features
@@ -113,9 +117,8 @@ def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int 
                      device: torch.device | str = "auto") -> torch.Tensor:
     """Penultimate features ``(N, D)`` (float32, on the CPU) of uint8 images, in eval mode."""
     device = get_device(device)
-    cfg = TrainConfig(bf16=False, channels_last=False)
     with eval_mode(model):
-        out = [model.features(_prepare(images[b:b + batch_size].to(device), device, cfg)).float().cpu()
+        out = [model.features(to_unit(images[b:b + batch_size], device)).float().cpu()
                for b in range(0, len(images), batch_size)]
     return torch.cat(out)
 
@@ -135,7 +138,7 @@ def train_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, c
         order = torch.randperm(len(x), generator=gen)
         for b in range(0, len(x), cfg.batch_size):
             idx = order[b:b + cfg.batch_size]
-            loss = F.cross_entropy(head(x[idx]) * 10, y[idx])
+            loss = F.cross_entropy(head(x[idx]) * HEAD_LOGIT_SCALE, y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -146,7 +149,7 @@ def train_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, c
 
 def head_logits(head: nn.Linear, features: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return head(features / head.feature_scale) * 10
+        return head(features / head.feature_scale) * HEAD_LOGIT_SCALE
 
 
 def poisoned_features(surrogate: nn.Module, train_features: torch.Tensor, poisons: Poisons | None, *,

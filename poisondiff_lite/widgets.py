@@ -20,7 +20,7 @@ from .budget import budget_lower_bound
 from .distance import DistanceResult, distance_matrix
 from .errors import InvalidChoiceError
 from .metrics import trajectory_metrics
-from .plotting import _to_hwc, symlog_scale
+from .plotting import symlog_scale, to_hwc
 from .record import Trajectory
 
 
@@ -130,7 +130,7 @@ def target_figure(view: TargetView, index: int | None = None, *, position: int |
     grid = fig.add_gridspec(3, 3, width_ratios=(1, 1.6, 1.6), height_ratios=(1.3, 1, 1))
 
     ax = fig.add_subplot(grid[0, 0])
-    ax.imshow(_to_hwc(view.images[pos]), interpolation="nearest")
+    ax.imshow(to_hwc(view.images[pos]), interpolation="nearest")
     ax.axis("off")
     dominant = view.classes[int(scores["dominant"][pos])]
     ax.set_title(f"test #{int(traj.indices[pos])}: {str(view.classes[label])[:18]}\nEPA {scores['epa'][pos]:.3f} · "

@@ -54,7 +54,7 @@ def test_own_data_and_model_run_through_the_whole_pipeline(registered, tmp_path)
 def test_unknown_names_list_the_registered_ones(registered):
     with pytest.raises(pdl.InvalidChoiceError, match="'tinyimagenet', 'shapes'"):
         pdl.TrajectoryConfig(dataset="shape")
-    with pytest.raises(pdl.InvalidChoiceError, match="'vgg16', 'mlp'"):
+    with pytest.raises(pdl.InvalidChoiceError, match="'vgg16_torchvision', 'mlp'"):
         pdl.TrainConfig(model="mpl")
     with pytest.raises(pdl.InvalidChoiceError, match="built-in"):
         pdl.register_model("resnet18", lambda c: None)

@@ -82,7 +82,8 @@ def test_large_budget_attack_beats_no_attack(toy, surrogate):
     poisoned = train.clone()
     poisoned[poisons.indices] = extract_features(surrogate, poisons.images, device="cpu")
     seeds, head = range(4), HeadConfig.quick()
-    clean = [int(t.argmax()) for _, t, _ in transfer_victims(train, toy.train.labels, test, target_feat, 4, head, seeds)]
+    clean = [int(t.argmax())
+             for _, t, _ in transfer_victims(train, toy.train.labels, test, target_feat, 4, head, seeds)]
     attacked = [int(t.argmax()) for _, t, _ in transfer_victims(poisoned, toy.train.labels, test, target_feat, 4, head,
                                                                 seeds)]
     assert clean.count(1) == 0 and attacked.count(1) >= 3, f"clean {clean}, attacked {attacked}"

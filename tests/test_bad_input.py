@@ -211,7 +211,8 @@ def test_study_checks_its_folder_and_bucket_size_before_training(tmp_path, toy_b
         pdl.run_study(ok, data=toy_bundle, device="cpu", results_dir=blocker, show_progress=False)
 
 
-@pytest.mark.parametrize("kwargs, words", [({"tau_batches": 0}, ("tau_batches",)), ({"variant": "foo"}, ("variant", "foo")),
+@pytest.mark.parametrize("kwargs, words", [({"tau_batches": 0}, ("tau_batches",)),
+                                           ({"variant": "foo"}, ("variant", "foo")),
                                            ({"per_bucket": 5000}, ("per_bucket=5000",)),
                                            ({"poison_classes": [1, 1]}, ("more than once",))])
 def test_metrics_table_checks_settings_before_training(tmp_path, toy_bundle, monkeypatch, kwargs, words):

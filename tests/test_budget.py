@@ -13,7 +13,8 @@ from poisondiff_lite.distance import DistanceResult, moved_parameters
 from test_distance import linear_model
 
 
-@pytest.mark.parametrize("classes, derived, authors", [(2, 0.2785, 0.7619), (10, 1.1010, 1.7218), (200, 3.1469, 3.9283)])
+@pytest.mark.parametrize("classes, derived, authors",
+                         [(2, 0.2785, 0.7619), (10, 1.1010, 1.7218), (200, 3.1469, 3.9283)])
 def test_lambert_w_table_from_the_notes(classes, derived, authors):
     assert lambert_denominator(classes) == pytest.approx(derived, abs=1e-4)
     assert lambert_denominator(classes, "authors") == pytest.approx(authors, abs=1e-4)
@@ -28,7 +29,8 @@ def test_binary_case_is_w_of_one_over_e():
 def test_denominator_is_the_linear_softmax_supremum(classes):
     # sup_a a (C-1) / (e^a + C - 1): the bound's step 3, found by brute force
     a = np.linspace(0, 20, 400001)
-    assert np.max(a * (classes - 1) / (np.exp(a) + classes - 1)) == pytest.approx(lambert_denominator(classes), abs=1e-6)
+    best = np.max(a * (classes - 1) / (np.exp(a) + classes - 1))
+    assert best == pytest.approx(lambert_denominator(classes), abs=1e-6)
 
 
 def test_tau_clips_at_zero_and_scales_by_w():

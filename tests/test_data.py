@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import poisondiff_lite.data as data_mod
-from poisondiff_lite import (DatasetCorruptError, DatasetNotFoundError, InvalidChoiceError, load_cifar10,
-                             load_dataset, load_tinyimagenet, resolve_data_dir)
-from poisondiff_lite.data import CIFAR10_MD5, _md5
+from poisondiff_lite import (DatasetCorruptError, DatasetNotFoundError, InvalidChoiceError, load_cifar10, load_dataset,
+                             load_tinyimagenet, resolve_data_dir)
+from poisondiff_lite.loaders import CIFAR10_MD5, _md5
 
 
 def test_cifar10_subset_shapes_labels_and_known_pixels(cifar):
@@ -113,7 +113,8 @@ def _mini_tiny(src, dst, wnids):
     shutil.copy(src / "words.txt", dst / "words.txt")
     for w in wnids:
         shutil.copytree(src / "train" / w, dst / "train" / w)
-    lines = [line for line in (src / "val" / "val_annotations.txt").read_text().splitlines() if line.split("\t")[1] in wnids]
+    annotations = (src / "val" / "val_annotations.txt").read_text().splitlines()
+    lines = [line for line in annotations if line.split("\t")[1] in wnids]
     (dst / "val" / "images").mkdir(parents=True)
     for line in lines:
         shutil.copy(src / "val" / "images" / line.split("\t")[0], dst / "val" / "images")

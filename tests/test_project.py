@@ -1,4 +1,5 @@
-"""Project contracts: environment.yml agrees with pyproject.toml, notebooks follow the skeleton, the CLI fails cleanly."""
+"""Project contracts: environment.yml agrees with pyproject.toml, notebooks follow the skeleton, the CLI fails
+cleanly, ruff finds nothing."""
 
 import json
 import re
@@ -137,3 +138,9 @@ def test_bad_notebook_parameters_stop_with_one_line(notebook, parameters, messag
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert len(errors) == 1 and len(errors[0].traceback) == 1, "one line, no traceback"
     assert not list(tmp_path.glob("trajectories/*.npz")), "nothing may be trained before the input is checked"
+
+
+def test_ruff_finds_nothing():
+    ruff = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)], capture_output=True,
+                          text=True)
+    assert ruff.returncode == 0, ruff.stdout + ruff.stderr

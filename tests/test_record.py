@@ -1,5 +1,7 @@
 """Trajectory storage: round trip, atomic writes, resume after interruption, refusal of a foreign file."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -101,13 +103,15 @@ def test_interrupted_experiment_resumes_from_last_finished_run(tmp_path, toy_bun
 
 def test_extending_runs_trains_only_the_new_ones(tmp_path, toy_bundle, monkeypatch):
     path = tmp_path / "t.npz"
-    first = record.record_trajectories(toy_config(runs=1), data=toy_bundle, path=path, show_progress=False, device="cpu")
+    first = record.record_trajectories(toy_config(runs=1), data=toy_bundle, path=path, show_progress=False,
+                                       device="cpu")
     calls = []
     spy_on_training(monkeypatch, calls)
     more = record.record_trajectories(toy_config(runs=2), data=toy_bundle, path=path, show_progress=False, device="cpu")
     assert calls == [1] and more.completed == 2
     np.testing.assert_array_equal(more.preds[0], first.preds[0])
-    fewer = record.record_trajectories(toy_config(runs=1), data=toy_bundle, path=path, show_progress=False, device="cpu")
+    fewer = record.record_trajectories(toy_config(runs=1), data=toy_bundle, path=path, show_progress=False,
+                                       device="cpu")
     assert fewer.completed == 1 and calls == [1]
 
 
@@ -130,6 +134,21 @@ def test_recorded_values_match_the_saved_final_model(tmp_path, toy_bundle):
     np.testing.assert_allclose(traj.true_prob[0, -1], prob.numpy(), atol=2e-3)
     np.testing.assert_allclose(traj.logits[0, -1], logits.numpy(), atol=2e-2, rtol=1e-2)
     np.testing.assert_allclose(traj.eval_accuracy()[0], (traj.preds[0] == traj.labels).mean(1))
+
+
+def test_every_recorded_epoch_is_that_epoch_of_training(tmp_path, toy_bundle):
+    # with a constant lr, the first k epochs of a run are a k-epoch training from the same seed: train those
+    # separately (no recorder involved) and compare with what the recorder wrote for epoch k of run 1
+    cfg = TrainConfig.quick(epochs=3, batch_size=16, eval_batch_size=32, schedule="constant", warmup_epochs=0)
+    config = TrajectoryConfig(dataset="cifar10", train=cfg, runs=2)
+    traj = record.record_trajectories(config, data=toy_bundle, path=tmp_path / "t.npz", show_progress=False,
+                                      device="cpu")
+    for epochs in (1, 2, 3):
+        model, _ = train.train_fresh(toy_bundle, dataclasses.replace(cfg, epochs=epochs), seed=1,
+                                     device="cpu", show_progress=False)
+        preds = predict_logits(model, toy_bundle.test.images, device="cpu").argmax(1).numpy()
+        np.testing.assert_array_equal(traj.preds[1, epochs - 1], preds, err_msg=f"epoch {epochs}")
+    assert not np.array_equal(traj.preds[1, 0], traj.preds[1, 2])  # the epochs differ, so the check can fail
 
 
 def test_records_only_the_chosen_examples(tmp_path, toy_bundle):
