@@ -74,7 +74,7 @@ class StudyResults:
             return {}
         own = self.config.tau_variant
         return {f"tau_{v}": float(target["tau"]) * lambert_denominator(len(self.classes), own)
-                * lambert_denominator(len(self.classes), v) for v in VARIANTS}
+                / lambert_denominator(len(self.classes), v) for v in VARIANTS}
 
     def by_bucket(self) -> list[dict[str, Any]]:
         """Mean ± population std of ASR over the targets of each (attack, bucket), as the authors report.
