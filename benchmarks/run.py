@@ -17,7 +17,9 @@ Each line times one job of the tutorial with the package and with a naive baseli
   (`TrainConfig(stack=V)`), against one at a time;
 - δ: `distance_matrix` (all pairs in lockstep with torch.func) against the per-target `poisoning_distance` loop;
 - one gradient-matching crafting, and one validation (V victims retrained from scratch);
-- a quick study on a local Dask cluster (2 one-thread workers) against the same study run serially.
+- a quick study on a local Dask cluster (2 one-thread workers) against the same study run serially;
+- full mode's cost (``--jobs full``): a few epochs of every full-mode recipe (CIFAR-10 and TinyImageNet, ours and
+  the authors') and one restart of its crafting, timed and scaled to the whole EPA experiment and study.
 
 Results go to stdout as a table and to ``benchmarks/measured/<device>-<date>.json``. Speed-ups are baseline / ours.
 """
@@ -192,7 +194,7 @@ def peak_of(device: torch.device) -> float | None:
 # -----------------------------------------------------------------------------------------------------------------
 #  the benchmark
 # -----------------------------------------------------------------------------------------------------------------
-JOBS = ("train", "record", "metrics", "delta", "gm", "validation", "cluster")
+JOBS = ("train", "record", "metrics", "delta", "gm", "validation", "cluster", "full")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,8 +391,74 @@ def main(argv: list[str] | None = None) -> int:
         report("study on a local Dask cluster: 2 workers x 1 thread", seconds, baseline, same_results=same,
                serial_one_thread_s=one_thread)
 
+    # 8. full mode's cost: each full recipe timed for a few epochs, its crafting for one restart, then scaled ------
+    if "full" in jobs:
+        for dataset in ("cifar10", "tinyimagenet"):
+            bundle = synthetic_tinyimagenet(device, quick) if dataset == "tinyimagenet" else \
+                tiled(data, 400, 100) if quick else data  # quick: only checks that every piece runs
+            for recipe in ("victims", "authors"):
+                label, seconds, extra = full_mode_cost(bundle, dataset, recipe, device, quick)
+                report(label, seconds, None, **extra)
+
     print(f"wrote {out}")
     return 0
+
+
+def synthetic_tinyimagenet(device: torch.device, quick: bool) -> pdl.DataBundle:
+    """Random uint8 images of TinyImageNet's sizes (100,000 train / 10,000 val, 64 x 64, 200 classes; quick: 400 /
+    100): the timings depend on how many images pass, not on what they show (the data set is too large to carry)."""
+    train, test = (400, 100) if quick else (100_000, 10_000)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (train + test, 3, 64, 64), dtype=torch.uint8, generator=gen)
+    labels = torch.arange(train + test) % 200
+    return pdl.DataBundle.from_tensors("tinyimagenet", images[:train], labels[:train], images[train:],
+                                       labels[train:]).to(device)
+
+
+def epoch_seconds(data: pdl.DataBundle, cfg: pdl.TrainConfig, device: torch.device, epochs: int
+                  ) -> tuple[float, torch.nn.Module]:
+    """Median wall time of the epochs after the first (which pays cuDNN autotuning and warm-up) of a run of `cfg`."""
+    stamps = [time.perf_counter()]
+
+    def stamp(epoch, model):
+        sync(device)
+        stamps.append(time.perf_counter())
+
+    model, _ = pdl.train_fresh(data, dataclasses.replace(cfg, epochs=epochs), seed=0, device=device,
+                               on_epoch_end=stamp, show_progress=False)
+    laps = np.diff(stamps)
+    return float(np.median(laps[1:] if len(laps) > 1 else laps)), model
+
+
+def full_mode_cost(data: pdl.DataBundle, dataset: str, recipe: str, device: torch.device, quick: bool
+                   ) -> tuple[str, float, dict]:
+    """The wall time of `StudyConfig.full(dataset, recipe)` on this device, scaled from measured pieces.
+
+    EPA: runs x epochs x one epoch of the EPA recipe (the recorder adds its own overhead, measured by the record
+    job); study: that, plus per target one crafting (one restart timed, times the restarts) and V victims, plus V
+    clean victims. δ and τ cost seconds (the delta job) and are left out.
+    """
+    study = pdl.StudyConfig.full(dataset, recipe)
+    epa_cfg, victim_cfg = study.trajectory.train, study.victim_recipe
+    epochs = 2 if quick else 3
+    epa_epoch, surrogate = epoch_seconds(data, epa_cfg, device, epochs)
+    victim_epoch = epa_epoch if victim_cfg == epa_cfg else epoch_seconds(data, victim_cfg, device, epochs)[0]
+    attack = study.attacks[0]
+    one = dataclasses.replace(attack, restarts=1, steps=5 if quick else attack.steps)
+    idx = poison_indices(data.train.labels, study.poison_class, one.count(len(data.train)))
+    target = int(torch.nonzero(data.test.labels == study.target_class)[0])
+    craft_s, _ = timed(lambda: craft(one, surrogate, data.test.images[target], study.poison_class,
+                                     data.train.images[idx], data.train.labels[idx], idx, device=device), device)
+    craft_s *= attack.restarts * attack.steps / one.steps
+    targets = study.per_bucket * len(study.buckets) + 2 * study.extremes
+    epa_s = study.trajectory.runs * epa_cfg.epochs * epa_epoch
+    victims_s = (targets + 1) * study.victims * victim_cfg.epochs * victim_epoch
+    study_s = epa_s + targets * craft_s + victims_s
+    label = f"full mode, {dataset} ({recipe}): one epoch of the EPA recipe ({epa_cfg.model})"
+    return label, epa_epoch, {
+        "victim_epoch_s": victim_epoch, "victim_model": victim_cfg.model, "crafting_s": craft_s,
+        "poisons": len(idx), "targets": targets, "epa_experiment_h": epa_s / 3600, "study_h": study_s / 3600,
+        "victims_share": victims_s / study_s, "train_images": len(data.train)}
 
 
 def time_cluster_study(data: pdl.DataBundle, device: torch.device, quick: bool) -> tuple[float, float, float, bool]:

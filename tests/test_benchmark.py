@@ -62,3 +62,25 @@ def test_target_demands_arithmetic():
     resnet = rows["clean run, ResNet-18, 40 epochs"]
     assert resnet["steps"] == 40 * 8 and resnet["ms_per_step"] == 60_000 / 320  # batches of 128
     assert resnet["pflop"] == 40 * 1000 * 3.0 / 1e15  # no test-set pass in a clean run
+
+
+def test_full_mode_cost_scales_epochs_and_crafting_to_the_whole_study(monkeypatch):
+    bench = load_script()
+    data = make_toy_bundle(64, 16)
+    monkeypatch.setattr(bench, "epoch_seconds", lambda data, cfg, device, epochs: (2.0, None))
+    monkeypatch.setattr(bench, "timed", lambda fn, device: (10.0, None))  # one restart of the crafting
+    label, epoch, extra = bench.full_mode_cost(data, "cifar10", "victims", torch.device("cpu"), quick=False)
+    assert epoch == 2.0 and "cifar10 (victims)" in label
+    assert extra["epa_experiment_h"] * 3600 == 8 * 40 * 2.0  # 8 runs x 40 epochs
+    assert extra["crafting_s"] == 10.0 * 8  # 8 restarts of 250 steps, one timed
+    assert extra["targets"] == 60
+    victims = (60 + 1) * 8 * 40 * 2.0  # 8 victims per target and 8 no-attack victims, 40 epochs each
+    assert abs(extra["study_h"] * 3600 - (8 * 40 * 2.0 + 60 * 80.0 + victims)) < 1e-6
+    assert abs(extra["victims_share"] - victims / (extra["study_h"] * 3600)) < 1e-12
+
+
+def test_synthetic_tinyimagenet_has_its_shapes_and_classes():
+    bench = load_script()
+    data = bench.synthetic_tinyimagenet(torch.device("cpu"), quick=True)
+    assert data.train.images.shape == (400, 3, 64, 64) and data.num_classes == 200
+    assert data.name == "tinyimagenet" and len(data.test) == 100
