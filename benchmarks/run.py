@@ -92,14 +92,21 @@ class NaiveCifar(Dataset):
         return self.transform(self.images[i]), int(self.labels[i])
 
 
-def naive_train(data: pdl.DataBundle, cfg: pdl.TrainConfig, epochs: int, device: torch.device, seed: int = 0,
-                workers: int = 2) -> float:
+def naive_train(
+    data: pdl.DataBundle, cfg: pdl.TrainConfig, epochs: int, device: torch.device, seed: int = 0, workers: int = 2
+) -> float:
     """fp32, DataLoader with per-image transforms; returns seconds per epoch."""
     torch.manual_seed(seed)
     model = pdl.build_model(cfg.model, data.num_classes, mean=data.mean, std=data.std).to(device)
-    loader = DataLoader(NaiveCifar(data.train.images, data.train.labels, cfg), batch_size=cfg.batch_size,
-                        shuffle=True, num_workers=workers, drop_last=False, persistent_workers=workers > 0,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        NaiveCifar(data.train.images, data.train.labels, cfg),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=False,
+        persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
+    )
     optimizer = make_optimizer(model, cfg)
     steps = len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps))
@@ -121,8 +128,9 @@ def naive_train(data: pdl.DataBundle, cfg: pdl.TrainConfig, epochs: int, device:
     return seconds / epochs
 
 
-def flops_per_image(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device, *,
-                    backward: bool = True) -> float:
+def flops_per_image(
+    model: torch.nn.Module, shape: tuple[int, ...], device: torch.device, *, backward: bool = True
+) -> float:
     """FLOPs of one image: forward + backward (a training step), or forward only (torch.utils.flop_counter)."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -147,8 +155,12 @@ TARGETS = (
 )
 
 
-def target_demands(flops=flops_per_image, train_images: int = FULL_SIZES[0], peak: float = BF16_PEAK["H100"],
-                   shape: tuple[int, ...] = (3, 32, 32)) -> list[dict]:
+def target_demands(
+    flops=flops_per_image,
+    train_images: int = FULL_SIZES[0],
+    peak: float = BF16_PEAK["H100"],
+    shape: tuple[int, ...] = (3, 32, 32),
+) -> list[dict]:
     """What each target asks of the GPU: total FLOPs, the share of the bf16 peak it needs, the time per step it allows.
 
     Arithmetic, not a measurement: it says which targets are compute-bound (a large share of the peak) and which are
@@ -161,18 +173,31 @@ def target_demands(flops=flops_per_image, train_images: int = FULL_SIZES[0], pea
         forward = flops(model, shape, torch.device("cpu"), backward=False) if eval_images else 0.0
         total = runs * cfg.epochs * (train_images * train + eval_images * forward)
         steps = runs * cfg.epochs * math.ceil(train_images / cfg.batch_size)
-        rows.append({"job": job, "target_s": seconds, "pflop": total / 1e15, "tflop_per_s": total / seconds / 1e12,
-                     "peak_share": total / seconds / peak, "steps": steps, "ms_per_step": 1000 * seconds / steps})
+        rows.append(
+            {
+                "job": job,
+                "target_s": seconds,
+                "pflop": total / 1e15,
+                "tflop_per_s": total / seconds / 1e12,
+                "peak_share": total / seconds / peak,
+                "steps": steps,
+                "ms_per_step": 1000 * seconds / steps,
+            }
+        )
     return rows
 
 
 def print_demands() -> None:
-    print(f"what issue 5's H100 targets demand ({FULL_SIZES[0]:,} training images; bf16 dense peak "
-          f"{BF16_PEAK['H100'] / 1e12:.0f} TFLOP/s) - arithmetic, not a measurement:")
+    print(
+        f"what issue 5's H100 targets demand ({FULL_SIZES[0]:,} training images; bf16 dense peak "
+        f"{BF16_PEAK['H100'] / 1e12:.0f} TFLOP/s) - arithmetic, not a measurement:"
+    )
     for row in target_demands():
-        print(f"  {row['job']:50s} <= {row['target_s']:4.0f} s: {row['pflop']:6.2f} PFLOP -> "
-              f"{row['tflop_per_s']:5.0f} TFLOP/s = {100 * row['peak_share']:4.1f} % of peak; "
-              f"{row['steps']:6d} steps -> <= {row['ms_per_step']:.2f} ms/step")
+        print(
+            f"  {row['job']:50s} <= {row['target_s']:4.0f} s: {row['pflop']:6.2f} PFLOP -> "
+            f"{row['tflop_per_s']:5.0f} TFLOP/s = {100 * row['peak_share']:4.1f} % of peak; "
+            f"{row['steps']:6d} steps -> <= {row['ms_per_step']:.2f} ms/step"
+        )
 
 
 def tiled(data: pdl.DataBundle, train: int, test: int) -> pdl.DataBundle:
@@ -202,17 +227,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help='"auto" | "cpu" | "cuda"')
     parser.add_argument("--quick", action="store_true", help="small sizes (the default on a CPU)")
     parser.add_argument("--data-dir", default=None, help="dataset folder (else $POISONDIFF_DATA, else data/)")
-    parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
-                        help='also time torch.compile\'d training (optionally in a mode, e.g. "reduce-overhead")')
-    parser.add_argument("--stack", type=int, default=0,
-                        help="runs/victims per grouped network in the stacked lines (default: all of them)")
-    parser.add_argument("--jobs", default=",".join(JOBS),
-                        help=f"comma-separated subset of {','.join(JOBS)} (default: all), e.g. to split a long GPU run")
-    parser.add_argument("--models", default="fast,resnet",
-                        help='comma-separated networks for the train job: "fast", "resnet" (default: both)')
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="MODE",
+        help='also time torch.compile\'d training (optionally in a mode, e.g. "reduce-overhead")',
+    )
+    parser.add_argument(
+        "--stack",
+        type=int,
+        default=0,
+        help="runs/victims per grouped network in the stacked lines (default: all of them)",
+    )
+    parser.add_argument(
+        "--jobs",
+        default=",".join(JOBS),
+        help=f"comma-separated subset of {','.join(JOBS)} (default: all), e.g. to split a long GPU run",
+    )
+    parser.add_argument(
+        "--models",
+        default="fast,resnet",
+        help='comma-separated networks for the train job: "fast", "resnet" (default: both)',
+    )
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/measured/<device>-<date>.json)")
-    parser.add_argument("--demands", action="store_true",
-                        help="only print what the H100 targets demand (FLOPs, share of peak, ms per step) and exit")
+    parser.add_argument(
+        "--demands",
+        action="store_true",
+        help="only print what the H100 targets demand (FLOPs, share of peak, ms per step) and exit",
+    )
     args = parser.parse_args(argv)
     if args.demands:
         print_demands()
@@ -231,18 +275,33 @@ def main(argv: list[str] | None = None) -> int:
         tiled_from = (len(data.train), len(data.test))
         data = tiled(data, *FULL_SIZES)
     data = data.to(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or 'cpu'}, " \
-        f"{torch.get_num_threads()} threads)"
-    print(f"device: {name} | torch {torch.__version__} | data: {len(data.train)} train / {len(data.test)} test"
-          f"{f' (a {tiled_from[0]} / {tiled_from[1]} subset repeated)' if tiled_from else ''} | "
-          f"{'quick' if quick else 'full'} sizes", flush=True)
-    out = Path(args.out) if args.out else HERE / "measured" / \
-        f"{'cuda' if device.type == 'cuda' else 'cpu'}-{dt.date.today().isoformat()}.json"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({platform.processor() or 'cpu'}, {torch.get_num_threads()} threads)"
+    )
+    print(
+        f"device: {name} | torch {torch.__version__} | data: {len(data.train)} train / {len(data.test)} test"
+        f"{f' (a {tiled_from[0]} / {tiled_from[1]} subset repeated)' if tiled_from else ''} | "
+        f"{'quick' if quick else 'full'} sizes",
+        flush=True,
+    )
+    out = (
+        Path(args.out)
+        if args.out
+        else HERE / "measured" / f"{'cuda' if device.type == 'cuda' else 'cpu'}-{dt.date.today().isoformat()}.json"
+    )
     rows: list[dict] = []
 
     def report(job: str, ours: float, baseline: float | None, unit: str = "s", **extra) -> None:
-        row = {"job": job, "ours": ours, "baseline": baseline, "unit": unit,
-               "speedup": (baseline / ours) if baseline and ours else None, **extra}
+        row = {
+            "job": job,
+            "ours": ours,
+            "baseline": baseline,
+            "unit": unit,
+            "speedup": (baseline / ours) if baseline and ours else None,
+            **extra,
+        }
         rows.append(row)
         speed = f"x{row['speedup']:.1f}" if row["speedup"] else "-"
         base = f"{baseline:10.3f}" if baseline is not None else f"{'-':>10s}"
@@ -250,9 +309,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {job:46s} ours {ours:10.3f} {unit:3s} baseline {base} {unit:3s} {speed:>7s}  {more}", flush=True)
         # rewritten after every line: a run cut short (a time limit) keeps what it measured
         out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out, {"device": name, "torch": torch.__version__,
-                           "date": dt.datetime.now().isoformat(), "quick": quick, "tiled_from": tiled_from,
-                           "python": sys.version.split()[0], "rows": rows})
+        atomic_write_json(
+            out,
+            {
+                "device": name,
+                "torch": torch.__version__,
+                "date": dt.datetime.now().isoformat(),
+                "quick": quick,
+                "tiled_from": tiled_from,
+                "python": sys.version.split()[0],
+                "rows": rows,
+            },
+        )
 
     fast_cfg = pdl.TrainConfig.quick(epochs=2) if quick else pdl.TrainConfig.fast()
     resnet_cfg = pdl.TrainConfig.full(epochs=1 if quick else 40)
@@ -279,26 +347,36 @@ def main(argv: list[str] | None = None) -> int:
         for label, cfg in (("fast network", fast_cfg), ("ResNet-18", resnet_cfg)):
             if ("fast" if cfg is fast_cfg else "resnet") not in wanted:
                 continue
-            seconds, (model, history) = timed(lambda cfg=cfg: pdl.train_fresh(data, cfg, seed=0, device=device,
-                                                                               show_progress=False), device)
+            seconds, (model, history) = timed(
+                lambda cfg=cfg: pdl.train_fresh(data, cfg, seed=0, device=device, show_progress=False), device
+            )
             trained[label] = model
             naive_run[label] = naive_train(data, cfg, 1 if quick else min(2, cfg.epochs), device) * cfg.epochs
             images_per_s = len(data.train) * cfg.epochs / seconds
-            extra = {"epochs": cfg.epochs, "img_per_s": images_per_s,
-                     "test_acc": pdl.accuracy(model, data.test, device=device)}
+            extra = {
+                "epochs": cfg.epochs,
+                "img_per_s": images_per_s,
+                "test_acc": pdl.accuracy(model, data.test, device=device),
+            }
             flops = flops_per_image(pdl.build_model(cfg.model, 10), tuple(data.train.images.shape[1:]), device)
             if peak:
                 extra["bf16_peak_share"] = flops * images_per_s / peak
             report(f"train {label} ({cfg.epochs} ep, {len(data.train)} img)", seconds, naive_run[label], **extra)
             if args.compile:
                 compiled_cfg = dataclasses.replace(cfg, compile=args.compile)
-                warm, _ = timed(lambda: pdl.train_fresh(data, compiled_cfg, seed=1, device=device,
-                                                        show_progress=False), device)
-                again, _ = timed(lambda: pdl.train_fresh(data, compiled_cfg, seed=2, device=device,
-                                                         show_progress=False), device)
+                warm, _ = timed(
+                    lambda: pdl.train_fresh(data, compiled_cfg, seed=1, device=device, show_progress=False), device
+                )
+                again, _ = timed(
+                    lambda: pdl.train_fresh(data, compiled_cfg, seed=2, device=device, show_progress=False), device
+                )
                 mode = f" {args.compile}" if isinstance(args.compile, str) else ""
-                report(f"  ...torch.compile{mode} (2nd run; 1st {warm:.1f} s)", again, seconds,
-                       img_per_s=len(data.train) * cfg.epochs / again)
+                report(
+                    f"  ...torch.compile{mode} (2nd run; 1st {warm:.1f} s)",
+                    again,
+                    seconds,
+                    img_per_s=len(data.train) * cfg.epochs / again,
+                )
 
     # 2. an EPA experiment: the recorder's overhead, and stacking ----------------------------------------------------
     if "record" in jobs:
@@ -306,21 +384,41 @@ def main(argv: list[str] | None = None) -> int:
         epa_cfg = fast_cfg if quick else dataclasses.replace(fast_cfg, epochs=40)  # the issue's 8 runs x 40 epochs
         config = pdl.TrajectoryConfig(dataset="cifar10", train=epa_cfg, runs=runs)
         with tempfile.TemporaryDirectory() as folder:
-            recorded, traj = timed(lambda: pdl.record_trajectories(config, data=data, device=device,
-                                                                   show_progress=False, path=Path(folder) / "t.npz"),
-                                   device)
+            recorded, traj = timed(
+                lambda: pdl.record_trajectories(
+                    config, data=data, device=device, show_progress=False, path=Path(folder) / "t.npz"
+                ),
+                device,
+            )
         plain_runs = min(runs, 2)  # the same runs unrecorded, two of them, scaled to all
-        plain, _ = timed(lambda: [pdl.train_fresh(data, epa_cfg, seed=s, device=device, show_progress=False)
-                                  for s in range(plain_runs)], device)
-        report(f"EPA experiment: {runs} runs x {epa_cfg.epochs} ep, recorded", recorded, None,
-               recorder_overhead=recorded / (plain * runs / plain_runs) - 1, examples=traj.num_examples)
+        plain, _ = timed(
+            lambda: [
+                pdl.train_fresh(data, epa_cfg, seed=s, device=device, show_progress=False) for s in range(plain_runs)
+            ],
+            device,
+        )
+        report(
+            f"EPA experiment: {runs} runs x {epa_cfg.epochs} ep, recorded",
+            recorded,
+            None,
+            recorder_overhead=recorded / (plain * runs / plain_runs) - 1,
+            examples=traj.num_examples,
+        )
         stack = args.stack or runs
         stacked_config = dataclasses.replace(config, train=dataclasses.replace(epa_cfg, stack=stack))
         with tempfile.TemporaryDirectory() as folder:
-            stacked_s, stacked_traj = timed(lambda: pdl.record_trajectories(
-                stacked_config, data=data, device=device, show_progress=False, path=Path(folder) / "t.npz"), device)
-        report(f"  ...{stack} runs at a time as one grouped network", stacked_s, recorded,
-               pred_agreement=float((stacked_traj.preds == traj.preds).mean()))
+            stacked_s, stacked_traj = timed(
+                lambda: pdl.record_trajectories(
+                    stacked_config, data=data, device=device, show_progress=False, path=Path(folder) / "t.npz"
+                ),
+                device,
+            )
+        report(
+            f"  ...{stack} runs at a time as one grouped network",
+            stacked_s,
+            recorded,
+            pred_agreement=float((stacked_traj.preds == traj.preds).mean()),
+        )
 
     # 3. EPA and DPS over M x N x E -------------------------------------------------------------------------------
     if "metrics" in jobs:
@@ -329,8 +427,10 @@ def main(argv: list[str] | None = None) -> int:
         preds = rng.integers(0, 10, size=(m, n, e)).astype(np.int16)
         labels = rng.integers(0, 10, size=e)
         # best of 3: the first call over fresh arrays of this size pays one-off page faults (up to x4 on 2 cores)
-        ours_s, (ours_epa, (ours_dps, _)) = min((timed(lambda: (epa(preds, labels), dps(preds, 10)),
-                                                       torch.device("cpu")) for _ in range(3)), key=lambda r: r[0])
+        ours_s, (ours_epa, (ours_dps, _)) = min(
+            (timed(lambda: (epa(preds, labels), dps(preds, 10)), torch.device("cpu")) for _ in range(3)),
+            key=lambda r: r[0],
+        )
         subset = e if not quick else 1000
 
         def naive_metrics():
@@ -350,17 +450,26 @@ def main(argv: list[str] | None = None) -> int:
         model = fast_model()
         targets = 10 if quick else 100
         images, tlabels = data.test.images[:targets], data.test.labels[:targets]
-        ours_s, matrix = timed(lambda: distance_matrix(model, images, tlabels, device=device, method="batched",
-                                                        show_progress=False), device)
+        ours_s, matrix = timed(
+            lambda: distance_matrix(model, images, tlabels, device=device, method="batched", show_progress=False),
+            device,
+        )
         loop_targets = 2 if quick else 10
 
         def per_target():
-            return [[poisoning_distance(model, images[t], c, device=device).step for c in range(10)
-                     if c != int(tlabels[t])] for t in range(loop_targets)]
+            return [
+                [poisoning_distance(model, images[t], c, device=device).step for c in range(10) if c != int(tlabels[t])]
+                for t in range(loop_targets)
+            ]
 
         naive_s, steps = timed(per_target, device)
-        agree = np.mean([abs(a - b) <= 2e-4 or (math.isinf(a) and math.isinf(b)) for t in range(loop_targets)
-                         for a, b in zip(steps[t], [matrix.step[t, c] for c in range(10) if c != int(tlabels[t])])])
+        agree = np.mean(
+            [
+                abs(a - b) <= 2e-4 or (math.isinf(a) and math.isinf(b))
+                for t in range(loop_targets)
+                for a, b in zip(steps[t], [matrix.step[t, c] for c in range(10) if c != int(tlabels[t])])
+            ]
+        )
         report(f"δ matrix, {targets} targets x 9 classes", ours_s, naive_s * targets / loop_targets, agreement=agree)
 
     # 5. one gradient-matching crafting ----------------------------------------------------------------------------
@@ -368,34 +477,66 @@ def main(argv: list[str] | None = None) -> int:
         model = fast_model()
         attack = AttackConfig.quick("gm", steps=20) if quick else AttackConfig.full("gm")
         idx = poison_indices(data.train.labels, 1, attack.count(len(data.train)))
-        seconds, poisons = timed(lambda: craft(attack, model, data.test.images[3], 1, data.train.images[idx],
-                                               data.train.labels[idx], idx, device=device), device)
-        report(f"GM crafting, {len(idx)} poisons x {attack.steps} steps x {attack.restarts}", seconds, None,
-               poison_steps_per_s=len(idx) * attack.steps * attack.restarts / seconds)
+        seconds, poisons = timed(
+            lambda: craft(
+                attack,
+                model,
+                data.test.images[3],
+                1,
+                data.train.images[idx],
+                data.train.labels[idx],
+                idx,
+                device=device,
+            ),
+            device,
+        )
+        report(
+            f"GM crafting, {len(idx)} poisons x {attack.steps} steps x {attack.restarts}",
+            seconds,
+            None,
+            poison_steps_per_s=len(idx) * attack.steps * attack.restarts / seconds,
+        )
 
     # 6. one validation: V victims retrained from scratch --------------------------------------------------------
     if "validation" in jobs:
         victims = 2 if quick else 8
-        seconds, _ = timed(lambda: list(scratch_victims(data, data.train, fast_cfg, range(victims),
-                                                        data.test.images[3:4], device=device)), device)
-        report(f"validation: {victims} victims x {fast_cfg.epochs} ep (fast net)", seconds,
-               naive_fast_run() * victims)
+        seconds, _ = timed(
+            lambda: list(
+                scratch_victims(data, data.train, fast_cfg, range(victims), data.test.images[3:4], device=device)
+            ),
+            device,
+        )
+        report(f"validation: {victims} victims x {fast_cfg.epochs} ep (fast net)", seconds, naive_fast_run() * victims)
         stacked_cfg = dataclasses.replace(fast_cfg, stack=args.stack or victims)
-        stacked_s, _ = timed(lambda: list(scratch_victims(data, data.train, stacked_cfg, range(victims),
-                                                          data.test.images[3:4], device=device)), device)
+        stacked_s, _ = timed(
+            lambda: list(
+                scratch_victims(data, data.train, stacked_cfg, range(victims), data.test.images[3:4], device=device)
+            ),
+            device,
+        )
         report(f"  ...{stacked_cfg.stack} victims at a time as one grouped network", stacked_s, seconds)
 
     # 7. a study on a local Dask cluster: 2 one-thread workers against the serial study, same run -------------------
     if "cluster" in jobs:
         seconds, baseline, one_thread, same = time_cluster_study(data, device, quick)
-        report("study on a local Dask cluster: 2 workers x 1 thread", seconds, baseline, same_results=same,
-               serial_one_thread_s=one_thread)
+        report(
+            "study on a local Dask cluster: 2 workers x 1 thread",
+            seconds,
+            baseline,
+            same_results=same,
+            serial_one_thread_s=one_thread,
+        )
 
     # 8. full mode's cost: each full recipe timed for a few epochs, its crafting for one restart, then scaled ------
     if "full" in jobs:
         for dataset in ("cifar10", "tinyimagenet"):
-            bundle = synthetic_tinyimagenet(device, quick) if dataset == "tinyimagenet" else \
-                tiled(data, 400, 100) if quick else data  # quick: only checks that every piece runs
+            bundle = (
+                synthetic_tinyimagenet(device, quick)
+                if dataset == "tinyimagenet"
+                else tiled(data, 400, 100)
+                if quick
+                else data
+            )  # quick: only checks that every piece runs
             for recipe in ("victims", "authors"):
                 label, seconds, extra = full_mode_cost(bundle, dataset, recipe, device, quick)
                 report(label, seconds, None, **extra)
@@ -411,12 +552,14 @@ def synthetic_tinyimagenet(device: torch.device, quick: bool) -> pdl.DataBundle:
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (train + test, 3, 64, 64), dtype=torch.uint8, generator=gen)
     labels = torch.arange(train + test) % 200
-    return pdl.DataBundle.from_tensors("tinyimagenet", images[:train], labels[:train], images[train:],
-                                       labels[train:]).to(device)
+    return pdl.DataBundle.from_tensors(
+        "tinyimagenet", images[:train], labels[:train], images[train:], labels[train:]
+    ).to(device)
 
 
-def epoch_seconds(data: pdl.DataBundle, cfg: pdl.TrainConfig, device: torch.device, epochs: int
-                  ) -> tuple[float, torch.nn.Module]:
+def epoch_seconds(
+    data: pdl.DataBundle, cfg: pdl.TrainConfig, device: torch.device, epochs: int
+) -> tuple[float, torch.nn.Module]:
     """Median wall time of the epochs after the first (which pays cuDNN autotuning and warm-up) of a run of `cfg`."""
     stamps = [time.perf_counter()]
 
@@ -424,14 +567,16 @@ def epoch_seconds(data: pdl.DataBundle, cfg: pdl.TrainConfig, device: torch.devi
         sync(device)
         stamps.append(time.perf_counter())
 
-    model, _ = pdl.train_fresh(data, dataclasses.replace(cfg, epochs=epochs), seed=0, device=device,
-                               on_epoch_end=stamp, show_progress=False)
+    model, _ = pdl.train_fresh(
+        data, dataclasses.replace(cfg, epochs=epochs), seed=0, device=device, on_epoch_end=stamp, show_progress=False
+    )
     laps = np.diff(stamps)
     return float(np.median(laps[1:] if len(laps) > 1 else laps)), model
 
 
-def full_mode_cost(data: pdl.DataBundle, dataset: str, recipe: str, device: torch.device, quick: bool
-                   ) -> tuple[str, float, dict]:
+def full_mode_cost(
+    data: pdl.DataBundle, dataset: str, recipe: str, device: torch.device, quick: bool
+) -> tuple[str, float, dict]:
     """The wall time of `StudyConfig.full(dataset, recipe)` on this device, scaled from measured pieces.
 
     EPA: runs x epochs x one epoch of the EPA recipe (the recorder adds its own overhead, measured by the record
@@ -447,18 +592,40 @@ def full_mode_cost(data: pdl.DataBundle, dataset: str, recipe: str, device: torc
     one = dataclasses.replace(attack, restarts=1, steps=5 if quick else attack.steps)
     idx = poison_indices(data.train.labels, study.poison_class, one.count(len(data.train)))
     target = int(torch.nonzero(data.test.labels == study.target_class)[0])
-    craft_s, _ = timed(lambda: craft(one, surrogate, data.test.images[target], study.poison_class,
-                                     data.train.images[idx], data.train.labels[idx], idx, device=device), device)
+    craft_s, _ = timed(
+        lambda: craft(
+            one,
+            surrogate,
+            data.test.images[target],
+            study.poison_class,
+            data.train.images[idx],
+            data.train.labels[idx],
+            idx,
+            device=device,
+        ),
+        device,
+    )
     craft_s *= attack.restarts * attack.steps / one.steps
     targets = study.per_bucket * len(study.buckets) + 2 * study.extremes
     epa_s = study.trajectory.runs * epa_cfg.epochs * epa_epoch
     victims_s = (targets + 1) * study.victims * victim_cfg.epochs * victim_epoch
     study_s = epa_s + targets * craft_s + victims_s
     label = f"full mode, {dataset} ({recipe}): one epoch of the EPA recipe ({epa_cfg.model})"
-    return label, epa_epoch, {
-        "victim_epoch_s": victim_epoch, "victim_model": victim_cfg.model, "crafting_s": craft_s,
-        "poisons": len(idx), "targets": targets, "epa_experiment_h": epa_s / 3600, "study_h": study_s / 3600,
-        "victims_share": victims_s / study_s, "train_images": len(data.train)}
+    return (
+        label,
+        epa_epoch,
+        {
+            "victim_epoch_s": victim_epoch,
+            "victim_model": victim_cfg.model,
+            "crafting_s": craft_s,
+            "poisons": len(idx),
+            "targets": targets,
+            "epa_experiment_h": epa_s / 3600,
+            "study_h": study_s / 3600,
+            "victims_share": victims_s / study_s,
+            "train_images": len(data.train),
+        },
+    )
 
 
 def time_cluster_study(data: pdl.DataBundle, device: torch.device, quick: bool) -> tuple[float, float, float, bool]:
@@ -472,8 +639,9 @@ def time_cluster_study(data: pdl.DataBundle, device: torch.device, quick: bool) 
     config = StudyConfig.quick("cifar10", victims=4 if quick else 8)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "recorded"
-        pdl.record_trajectories(config.trajectory, data=data, device=device, show_progress=False, keep_models=True,
-                                results_dir=base)
+        pdl.record_trajectories(
+            config.trajectory, data=data, device=device, show_progress=False, keep_models=True, results_dir=base
+        )
 
         def study(name: str, threads: int | None = None, client=None):
             folder = Path(tmp) / name
@@ -483,8 +651,9 @@ def time_cluster_study(data: pdl.DataBundle, device: torch.device, quick: bool) 
                 torch.set_num_threads(threads)
             try:
                 start = time.perf_counter()
-                result = run_study(config, data=data, device=device, results_dir=folder, show_progress=False,
-                                   client=client)
+                result = run_study(
+                    config, data=data, device=device, results_dir=folder, show_progress=False, client=client
+                )
                 return time.perf_counter() - start, result
             finally:
                 torch.set_num_threads(before)

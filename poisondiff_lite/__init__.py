@@ -8,26 +8,38 @@ The public API in one place, grouped as `__all__` lists it; each name lives in a
 # data
 from .data import DataBundle, ImageDataset, check_images, load_dataset, register_dataset, resolve_data_dir
 from .loaders import load_cifar10, load_tinyimagenet
+
 # training and recording
 from .config import TrainConfig, TrajectoryConfig
 from .models import MODELS, build_model, register_model
-from .record import Trajectory, default_path, load_run_model, record_trajectories
+from .record import default_path, load_run_model, prepare_data, record_trajectories
+from .trajectory import Trajectory
 from .train import History, accuracy, predict_logits, train_fresh, train_fresh_many, train_model
+
 # EPA, δ, τ
-from .budget import budget_lower_bound, budget_matrix
-from .distance import distance_matrix, poisoning_distance
-from .metrics import dps, epa, epa_buckets, per_class_mean, select_targets, soft_epa, trajectory_metrics
+from .budget import TauSettings, budget_lower_bound, budget_matrix
+from .distance import DeltaSearch, DistanceResult, distance_matrix, poisoning_distance
+from .metrics_table import target_metrics_csv
+from .metrics import BUCKETS, dps, epa, epa_buckets, per_class_mean, select_targets, soft_epa, trajectory_metrics
+
 # attacks and studies
 from .attacks import ATTACKS, AttackConfig, Poisons, craft, poison_indices
 from .evaluate import PoisonEvaluation, alignment, evaluate_poisons, feature_loss
-from .results import StudyResults, find_studies, format_table, load_study
+from .results import CORRELATION_COLUMNS, StudyResults, find_studies, format_table, load_study
 from .shipped import shipped_studies, shipped_study
 from .study import run_study
-from .study_config import StudyConfig
+from .study_config import StudyConfig, attack_id
 from .victims import HeadConfig, asr_interval, insert_poisons
+
 # errors and helpers
-from .errors import (DatasetCorruptError, DatasetNotFoundError, DeviceUnavailableError, InvalidChoiceError,
-                     PoisonDiffError, ResultsFileError)
+from .errors import (
+    DatasetCorruptError,
+    DatasetNotFoundError,
+    DeviceUnavailableError,
+    InvalidChoiceError,
+    PoisonDiffError,
+    ResultsFileError,
+)
 from .utils import check_flag, get_device, resolve_quick, resolve_results_dir, seed_everything, short_errors
 from . import exercises
 
@@ -35,21 +47,83 @@ __version__ = "0.1.0"
 
 __all__ = [
     # data
-    "DataBundle", "ImageDataset", "check_images", "load_cifar10", "load_dataset", "load_tinyimagenet",
-    "register_dataset", "resolve_data_dir",
+    "DataBundle",
+    "ImageDataset",
+    "check_images",
+    "load_cifar10",
+    "load_dataset",
+    "load_tinyimagenet",
+    "register_dataset",
+    "resolve_data_dir",
     # training and recording
-    "History", "MODELS", "TrainConfig", "Trajectory", "TrajectoryConfig", "accuracy", "build_model", "default_path",
-    "load_run_model", "predict_logits", "record_trajectories", "register_model", "train_fresh", "train_fresh_many",
+    "History",
+    "MODELS",
+    "TrainConfig",
+    "Trajectory",
+    "TrajectoryConfig",
+    "accuracy",
+    "build_model",
+    "default_path",
+    "load_run_model",
+    "prepare_data",
+    "predict_logits",
+    "record_trajectories",
+    "register_model",
+    "train_fresh",
+    "train_fresh_many",
     "train_model",
     # EPA, δ, τ
-    "budget_lower_bound", "budget_matrix", "distance_matrix", "dps", "epa", "epa_buckets", "per_class_mean",
-    "poisoning_distance", "select_targets", "soft_epa", "trajectory_metrics",
+    "BUCKETS",
+    "budget_lower_bound",
+    "budget_matrix",
+    "DeltaSearch",
+    "DistanceResult",
+    "distance_matrix",
+    "dps",
+    "epa",
+    "epa_buckets",
+    "per_class_mean",
+    "poisoning_distance",
+    "select_targets",
+    "soft_epa",
+    "TauSettings",
+    "target_metrics_csv",
+    "trajectory_metrics",
     # attacks and studies
-    "ATTACKS", "AttackConfig", "HeadConfig", "PoisonEvaluation", "Poisons", "StudyConfig", "StudyResults",
-    "alignment", "asr_interval", "craft", "evaluate_poisons", "feature_loss", "find_studies", "format_table",
-    "insert_poisons", "load_study", "poison_indices", "run_study", "shipped_studies", "shipped_study",
+    "CORRELATION_COLUMNS",
+    "ATTACKS",
+    "AttackConfig",
+    "HeadConfig",
+    "PoisonEvaluation",
+    "Poisons",
+    "StudyConfig",
+    "StudyResults",
+    "alignment",
+    "asr_interval",
+    "craft",
+    "evaluate_poisons",
+    "feature_loss",
+    "find_studies",
+    "format_table",
+    "insert_poisons",
+    "load_study",
+    "poison_indices",
+    "run_study",
+    "shipped_studies",
+    "shipped_study",
+    "attack_id",
     # errors and helpers
-    "DatasetCorruptError", "DatasetNotFoundError", "DeviceUnavailableError", "InvalidChoiceError", "PoisonDiffError",
-    "ResultsFileError", "check_flag", "exercises", "get_device", "resolve_quick", "resolve_results_dir",
-    "seed_everything", "short_errors",
+    "DatasetCorruptError",
+    "DatasetNotFoundError",
+    "DeviceUnavailableError",
+    "InvalidChoiceError",
+    "PoisonDiffError",
+    "ResultsFileError",
+    "check_flag",
+    "exercises",
+    "get_device",
+    "resolve_quick",
+    "resolve_results_dir",
+    "seed_everything",
+    "short_errors",
 ]

@@ -13,7 +13,7 @@ from . import reference
 from .errors import ResultsFileError
 from .metrics import BUCKETS, trajectory_metrics
 from .metrics_table import read_rows
-from .record import Trajectory
+from .trajectory import Trajectory
 from .results import StudyResults, find_studies
 from .stats import correlation_pvalue, pearson
 from .study_config import attack_id, baseline_id
@@ -40,11 +40,20 @@ def trajectory_rows(found: list[tuple[Path, Trajectory]]) -> list[dict[str, Any]
         if done.completed == 0:
             continue
         scores = trajectory_metrics(done)
-        rows.append({"file": path.name, "dataset": traj.config.dataset, "model": traj.config.train.model,
-                     "runs": f"{done.completed}/{traj.config.runs}", "epochs": traj.num_epochs,
-                     "examples": traj.num_examples, "final_accuracy": float(done.eval_accuracy()[:, -1].mean()),
-                     "mean_epa": float(scores["epa"].mean()), "epa_0": int((scores["epa"] == 0).sum()),
-                     "epa_1": int((scores["epa"] == 1).sum())})
+        rows.append(
+            {
+                "file": path.name,
+                "dataset": traj.config.dataset,
+                "model": traj.config.train.model,
+                "runs": f"{done.completed}/{traj.config.runs}",
+                "epochs": traj.num_epochs,
+                "examples": traj.num_examples,
+                "final_accuracy": float(done.eval_accuracy()[:, -1].mean()),
+                "mean_epa": float(scores["epa"].mean()),
+                "epa_0": int((scores["epa"] == 0).sum()),
+                "epa_1": int((scores["epa"] == 1).sum()),
+            }
+        )
     return rows
 
 
@@ -61,9 +70,17 @@ def saved_metric_tables(results_dir: str | os.PathLike | None = None) -> dict[Pa
 
 def study_rows(studies: list[StudyResults]) -> list[dict[str, Any]]:
     """One row per saved study: dataset, attacks, targets, victims logged, complete or not."""
-    return [{"study": s.path.name if s.path else "", "dataset": s.config.trajectory.dataset,
-             "attacks": ", ".join(s.label(a) for a in s.attack_ids()), "targets": len(s.targets),
-             "victims_logged": len(s.rows), "complete": s.complete()} for s in studies]
+    return [
+        {
+            "study": s.path.name if s.path else "",
+            "dataset": s.config.trajectory.dataset,
+            "attacks": ", ".join(s.label(a) for a in s.attack_ids()),
+            "targets": len(s.targets),
+            "victims_logged": len(s.rows),
+            "complete": s.complete(),
+        }
+        for s in studies
+    ]
 
 
 def headline_rows(studies: list[StudyResults]) -> dict[str, list[dict[str, Any]]]:
@@ -91,21 +108,38 @@ def authors_comparison(studies: list[StudyResults]) -> list[dict[str, Any]]:
         if not s.is_sweep() and s.classes:
             names = s.classes
             pairs.setdefault(s.config.trajectory.dataset, set()).add(
-                f"{names[s.config.target_class]} -> {names[s.config.poison_class]}")
+                f"{names[s.config.target_class]} -> {names[s.config.poison_class]}"
+            )
     authors_pair = {"cifar10": "airplane -> automobile", "tinyimagenet": "goldfish -> European fire salamander"}
     ours_cifar = {(r["label"], r["bucket"]): r for r in by_dataset.get("cifar10", [])}
     for bucket, (mean, _, n) in reference.CIFAR10_GM_BY_BUCKET.items():
         mine = ours_cifar.get(("GM", bucket))
-        rows.append({"dataset": "cifar10", "attack": "GM", "group": bucket, "authors_asr": mean, "authors_n": n,
-                     "our_asr": mine["mean_asr"] if mine else float("nan"), "our_n": mine["targets"] if mine else 0})
+        rows.append(
+            {
+                "dataset": "cifar10",
+                "attack": "GM",
+                "group": bucket,
+                "authors_asr": mean,
+                "authors_n": n,
+                "our_asr": mine["mean_asr"] if mine else float("nan"),
+                "our_n": mine["targets"] if mine else 0,
+            }
+        )
     ours_tiny = {(r["label"], r["bucket"]): r for r in by_dataset.get("tinyimagenet", [])}
     for bucket, group in reference.TINYIMAGENET_GROUP_OF_BUCKET.items():
         for label in ("GM", "BP"):
             mine = ours_tiny.get((label, bucket))
-            rows.append({"dataset": "tinyimagenet", "attack": label, "group": f"{group} ({bucket})",
-                         "authors_asr": reference.TINYIMAGENET_BY_GROUP[group][label], "authors_n": 4,
-                         "our_asr": mine["mean_asr"] if mine else float("nan"),
-                         "our_n": mine["targets"] if mine else 0})
+            rows.append(
+                {
+                    "dataset": "tinyimagenet",
+                    "attack": label,
+                    "group": f"{group} ({bucket})",
+                    "authors_asr": reference.TINYIMAGENET_BY_GROUP[group][label],
+                    "authors_n": 4,
+                    "our_asr": mine["mean_asr"] if mine else float("nan"),
+                    "our_n": mine["targets"] if mine else 0,
+                }
+            )
     for row in rows:
         ours = sorted(pairs.get(row["dataset"], ()))
         row["authors_targets"] = authors_pair[row["dataset"]]
@@ -126,9 +160,16 @@ def pooled_correlations(studies: list[StudyResults], metric: str = "epa") -> lis
     for (dataset, label), pairs in sorted(pooled.items()):
         x, y = np.array(pairs).T
         authors = reference.CIFAR10_CORRELATIONS.get(label, {}).get(metric) if dataset == "cifar10" else None
-        rows.append({"dataset": dataset, "attack": label, "targets": len(pairs), "pearson": pearson(x, y),
-                     "pearson_p": correlation_pvalue(x, y, method="pearson"),
-                     "authors_pearson": float("nan") if authors is None else authors})
+        rows.append(
+            {
+                "dataset": dataset,
+                "attack": label,
+                "targets": len(pairs),
+                "pearson": pearson(x, y),
+                "pearson_p": correlation_pvalue(x, y, method="pearson"),
+                "authors_pearson": float("nan") if authors is None else authors,
+            }
+        )
     return rows
 
 
@@ -152,35 +193,49 @@ def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) 
         easy, hard = mine[present[0]], mine[present[-1]]
         c = correlations[(ident, metric)]
         label = study.label(ident)
-        text = (f"{label}: mean ASR {easy['mean_asr']:.2f} [{easy['pooled_low']:.2f}, {easy['pooled_high']:.2f}] "
-                f"in the {present[0]}-EPA bucket against {hard['mean_asr']:.2f} [{hard['pooled_low']:.2f}, "
-                f"{hard['pooled_high']:.2f}] in the {present[-1]} one "
-                f"(no attack: {format_number(base.get(present[0], np.nan), '.2f')} "
-                f"and {format_number(base.get(present[-1], np.nan), '.2f')}); "
-                f"Spearman({c['metric_label']}, ASR) = {format_number(c['spearman'], '+.2f')} "
-                f"(permutation p = {format_number(c['spearman_p'], '.2g')}), "
-                f"AUROC = {format_number(c['auroc'], '.2f')} [{format_number(c['auroc_low'], '.2f')}, "
-                f"{format_number(c['auroc_high'], '.2f')}] "
-                f"over {c['n']} targets, {c['successes']} with ASR >= {study.config.success_threshold:g}.")
+        text = (
+            f"{label}: mean ASR {easy['mean_asr']:.2f} [{easy['pooled_low']:.2f}, {easy['pooled_high']:.2f}] "
+            f"in the {present[0]}-EPA bucket against {hard['mean_asr']:.2f} [{hard['pooled_low']:.2f}, "
+            f"{hard['pooled_high']:.2f}] in the {present[-1]} one "
+            f"(no attack: {format_number(base.get(present[0], np.nan), '.2f')} "
+            f"and {format_number(base.get(present[-1], np.nan), '.2f')}); "
+            f"Spearman({c['metric_label']}, ASR) = {format_number(c['spearman'], '+.2f')} "
+            f"(permutation p = {format_number(c['spearman_p'], '.2g')}), "
+            f"AUROC = {format_number(c['auroc'], '.2f')} [{format_number(c['auroc_low'], '.2f')}, "
+            f"{format_number(c['auroc_high'], '.2f')}] "
+            f"over {c['n']} targets, {c['successes']} with ASR >= {study.config.success_threshold:g}."
+        )
         peak = max(present, key=lambda b: mine[b]["mean_asr"])
         if peak not in (present[0], present[-1]) and mine[peak]["mean_asr"] > easy["mean_asr"]:
-            text += (f" The highest mean ASR is in the {peak} bucket ({mine[peak]['mean_asr']:.2f}): not monotone in "
-                     f"EPA.")
+            text += (
+                f" The highest mean ASR is in the {peak} bucket ({mine[peak]['mean_asr']:.2f}): not monotone in EPA."
+            )
         rho, p = c["spearman"], c["spearman_p"]
         if not np.isfinite(rho):
             verdict = "No correlation can be computed (ASR or the metric is constant)."
         elif p >= alpha:
             verdict = f"The relation is not significant at the {alpha:.0%} level."
         elif rho < 0:
-            verdict = (f"Lower {c['metric_label']}, higher ASR, as the paper claims (significant at the {alpha:.0%} "
-                       f"level).")
+            verdict = (
+                f"Lower {c['metric_label']}, higher ASR, as the paper claims (significant at the {alpha:.0%} level)."
+            )
         else:
-            verdict = (f"Higher {c['metric_label']}, higher ASR: the opposite of the paper's claim (significant at "
-                       f"{alpha:.0%}).")
+            verdict = (
+                f"Higher {c['metric_label']}, higher ASR: the opposite of the paper's claim (significant at "
+                f"{alpha:.0%})."
+            )
         lines.append(f"{text} {verdict}")
     return "\n".join(lines) if lines else "No attack rows in this study yet."
 
 
-__all__ = ["authors_comparison", "finding_text", "find_studies", "headline_rows", "pooled_correlations",
-           "saved_metric_tables",
-           "saved_trajectories", "study_rows", "trajectory_rows"]
+__all__ = [
+    "authors_comparison",
+    "finding_text",
+    "find_studies",
+    "headline_rows",
+    "pooled_correlations",
+    "saved_metric_tables",
+    "saved_trajectories",
+    "study_rows",
+    "trajectory_rows",
+]

@@ -45,7 +45,6 @@ SHIFTS = ("crop", "bilinear")
 OPTIMIZERS = ("signed_adam", "benchmark")
 
 
-
 # -----------------------------------------------------------------------------------------------------------------
 #  configuration
 # -----------------------------------------------------------------------------------------------------------------
@@ -86,8 +85,10 @@ class AttackConfig(ConfigDict):
         if not 0 <= self.watermark < 1:
             raise InvalidChoiceError(f"watermark is an opacity in [0, 1), got {self.watermark}")
         if self.name != "fc" and (self.beta or self.optimizer != "signed_adam" or self.watermark):
-            raise InvalidChoiceError(f"beta, optimizer='benchmark' and watermark belong to feature collision ('fc'), "
-                                     f"not {self.name!r}; leave them at 0, 'signed_adam' and 0")
+            raise InvalidChoiceError(
+                f"beta, optimizer='benchmark' and watermark belong to feature collision ('fc'), "
+                f"not {self.name!r}; leave them at 0, 'signed_adam' and 0"
+            )
         check_positive("eps", self.eps)
         if self.eps > 1:
             raise InvalidChoiceError(f"eps is in [0, 1] pixel units (16/255 = {16 / 255:.4f}), got {self.eps}")
@@ -116,12 +117,18 @@ class AttackConfig(ConfigDict):
         return cls.full(name, **{"steps": 40, "restarts": 1, **overrides})
 
     @classmethod
+    def preset(cls, quick: bool, name: str = "gm", **overrides: Any) -> AttackConfig:
+        """`quick` or `full` by a flag: ``AttackConfig.preset(QUICK, "gm", budget=BUDGET)``."""
+        return (cls.quick if quick else cls.full)(name, **overrides)
+
+    @classmethod
     def benchmark_fc(cls, **overrides: Any) -> AttackConfig:
         """Feature collision as the poisoning benchmark crafts it (Schwarzschild et al. 2021, ``craft_poisons_fc``):
         each of 25 poisons starts from its base blended with 30 % of the target and takes 120 plain gradient steps
         of size 0.001 on ‖φ(x) − φ(x_t)‖², a step that raises the loss being shrunk x0.2, within ε 8/255."""
-        return cls.full("fc", **{"optimizer": "benchmark", "steps": 120, "step_size": 0.001, "watermark": 0.3,
-                                 **overrides})
+        return cls.full(
+            "fc", **{"optimizer": "benchmark", "steps": 120, "step_size": 0.001, "watermark": 0.3, **overrides}
+        )
 
     def for_setting(self, setting: str) -> AttackConfig:
         """The same attack against victims of another setting, its crafting augmentation following them."""
@@ -134,7 +141,6 @@ class AttackConfig(ConfigDict):
     def count(self, train_size: int) -> int:
         """How many poisons: `num_poisons`, else ⌈budget · |train|⌉ (Witches' Brew's rule)."""
         return int(self.num_poisons) if self.num_poisons is not None else math.ceil(self.budget * train_size - 1e-9)
-
 
 
 @dataclass
@@ -153,8 +159,13 @@ class Poisons:
         return min(self.restart_losses) if self.restart_losses else math.nan
 
     def save(self, path) -> None:
-        state = {"images": self.images.cpu(), "indices": self.indices.cpu(), "losses": self.losses,
-                 "restart_losses": self.restart_losses, "attack": self.attack}
+        state = {
+            "images": self.images.cpu(),
+            "indices": self.indices.cpu(),
+            "losses": self.losses,
+            "restart_losses": self.restart_losses,
+            "attack": self.attack,
+        }
         atomic_write(path, lambda f: torch.save(state, f))
 
     @classmethod
@@ -164,11 +175,14 @@ class Poisons:
             state = torch.load(path, map_location="cpu", weights_only=True)
             images, indices = state["images"], state["indices"]
             perturbation = (images.float() - clean_images[indices].cpu().float()) / 255
-            return cls(images, indices, perturbation, list(state["losses"]), list(state["restart_losses"]),
-                       state["attack"])
+            return cls(
+                images, indices, perturbation, list(state["losses"]), list(state["restart_losses"]), state["attack"]
+            )
         except Exception as exc:
-            raise ResultsFileError(f"{path} is not a readable poison file ({type(exc).__name__}: {str(exc)[:120]}). "
-                                   f"Fix: delete it; a study crafts these poisons again (they are seeded).") from None
+            raise ResultsFileError(
+                f"{path} is not a readable poison file ({type(exc).__name__}: {str(exc)[:120]}). "
+                f"Fix: delete it; a study crafts these poisons again (they are seeded)."
+            ) from None
 
 
 def poison_indices(train_labels: torch.Tensor | np.ndarray, poison_class: int, count: int) -> torch.Tensor:
@@ -176,8 +190,10 @@ def poison_indices(train_labels: torch.Tensor | np.ndarray, poison_class: int, c
     labels = torch.as_tensor(np.asarray(train_labels.cpu() if torch.is_tensor(train_labels) else train_labels))
     members = torch.nonzero(labels == poison_class).squeeze(1)
     if count > len(members):
-        raise InvalidChoiceError(f"{count} poisons asked for, but class {poison_class} has only {len(members)} "
-                                 f"training images; lower the budget (or num_poisons) to at most {len(members)} images")
+        raise InvalidChoiceError(
+            f"{count} poisons asked for, but class {poison_class} has only {len(members)} "
+            f"training images; lower the budget (or num_poisons) to at most {len(members)} images"
+        )
     if count < 1:
         raise InvalidChoiceError("the budget gives no poison at all; raise the budget or set num_poisons")
     return members[:count]
@@ -194,8 +210,9 @@ def _augmenter(cfg: AttackConfig) -> Callable[[torch.Tensor, torch.Generator], t
     return lambda x, gen: augment_batch(x, crop_padding=cfg.crop_padding, flip=True, generator=gen)
 
 
-def gradient_matching_objective(model: nn.Module, target: torch.Tensor, adv_class: int, base_labels: torch.Tensor,
-                                cfg: AttackConfig) -> Objective:
+def gradient_matching_objective(
+    model: nn.Module, target: torch.Tensor, adv_class: int, base_labels: torch.Tensor, cfg: AttackConfig
+) -> Objective:
     """1 − cosine between the target's adversarial gradient and the poisons' training gradient.
 
     The gradients are over the parameters the victim trains: all of them for victims retrained from scratch, the
@@ -226,7 +243,7 @@ def _target_features(model: nn.Module, target: torch.Tensor) -> torch.Tensor:
 def bullseye_objective(model: nn.Module, target: torch.Tensor, cfg: AttackConfig) -> Objective:
     """Relative squared distance between the poisons' mean feature vector and the target's (the bullseye)."""
     target_feat = _target_features(model, target)
-    scale = (target_feat ** 2).sum()
+    scale = (target_feat**2).sum()
     augment = _augmenter(cfg)
 
     def objective(x: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -235,12 +252,13 @@ def bullseye_objective(model: nn.Module, target: torch.Tensor, cfg: AttackConfig
     return objective
 
 
-def collision_objective(model: nn.Module, target: torch.Tensor, cfg: AttackConfig,
-                        base: torch.Tensor | None = None) -> Objective:
+def collision_objective(
+    model: nn.Module, target: torch.Tensor, cfg: AttackConfig, base: torch.Tensor | None = None
+) -> Objective:
     """Mean relative squared distance of each poison's features to the target's, plus ``beta`` times each poison's
     squared distance to its base image (Poison Frogs' β‖x − b‖², needs `base`)."""
     target_feat = _target_features(model, target)
-    scale = (target_feat ** 2).sum()
+    scale = (target_feat**2).sum()
     augment = _augmenter(cfg)
     if cfg.beta and base is None:
         raise InvalidChoiceError("feature collision with beta > 0 needs the base images")
@@ -254,18 +272,47 @@ def collision_objective(model: nn.Module, target: torch.Tensor, cfg: AttackConfi
     return objective
 
 
-def craft_from_class(attack: AttackConfig, surrogate: nn.Module, target_image: torch.Tensor, poison_class: int,
-                     train, *, seed: int, device: torch.device | str = "auto", show_progress: bool = False) -> Poisons:
+def craft_from_class(
+    attack: AttackConfig,
+    surrogate: nn.Module,
+    target_image: torch.Tensor,
+    poison_class: int,
+    train,
+    *,
+    seed: int,
+    device: torch.device | str = "auto",
+    show_progress: bool = False,
+) -> Poisons:
     """`craft` on the first ``attack.count(len(train))`` training images of `poison_class` (Witches' Brew's rule)."""
     idx = poison_indices(train.labels, poison_class, attack.count(len(train)))
     local = idx.to(train.images.device)
-    return craft(attack, surrogate, target_image, poison_class, train.images[local], train.labels[local], idx,
-                 seed=seed, device=device, show_progress=show_progress)
+    return craft(
+        attack,
+        surrogate,
+        target_image,
+        poison_class,
+        train.images[local],
+        train.labels[local],
+        idx,
+        seed=seed,
+        device=device,
+        show_progress=show_progress,
+    )
 
 
-def craft(attack: AttackConfig, model: nn.Module, target_image: torch.Tensor, adv_class: int,
-          base_images: torch.Tensor, base_labels: torch.Tensor, base_indices: torch.Tensor | None = None, *,
-          seed: int = 0, device: torch.device | str = "auto", show_progress: bool = False) -> Poisons:
+def craft(
+    attack: AttackConfig,
+    model: nn.Module,
+    target_image: torch.Tensor,
+    adv_class: int,
+    base_images: torch.Tensor,
+    base_labels: torch.Tensor,
+    base_indices: torch.Tensor | None = None,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "auto",
+    show_progress: bool = False,
+) -> Poisons:
     """Craft clean-label poisons against one target.
 
     Parameters
@@ -286,8 +333,10 @@ def craft(attack: AttackConfig, model: nn.Module, target_image: torch.Tensor, ad
     check_images(target_image, "the target image", batch=False)
     check_images(base_images, "the base images")
     if target_image.ndim != 3 or base_images.ndim != 4 or target_image.shape != base_images.shape[1:]:
-        raise InvalidChoiceError(f"target must be (3, H, W) and bases (P, 3, H, W) of the same size; got "
-                                 f"{tuple(target_image.shape)} and {tuple(base_images.shape)}")
+        raise InvalidChoiceError(
+            f"target must be (3, H, W) and bases (P, 3, H, W) of the same size; got "
+            f"{tuple(target_image.shape)} and {tuple(base_images.shape)}"
+        )
     if len(base_labels) != len(base_images):
         raise InvalidChoiceError(f"{len(base_images)} base images but {len(base_labels)} labels")
     model = model.to(device)
@@ -301,16 +350,23 @@ def craft(attack: AttackConfig, model: nn.Module, target_image: torch.Tensor, ad
             delta, losses, restart_losses = benchmark_descent(model, target, base, attack, show_progress=show_progress)
         else:
             objective = attack_objective(attack, model, target, int(adv_class), base, labels)
-            delta, losses, restart_losses = signed_adam(objective, base, attack, seed=seed,
-                                                        show_progress=show_progress, desc=f"crafting {attack.label}")
+            delta, losses, restart_losses = signed_adam(
+                objective, base, attack, seed=seed, show_progress=show_progress, desc=f"crafting {attack.label}"
+            )
     images = quantise(base, delta, attack.eps).cpu()
     indices = torch.arange(len(base)) if base_indices is None else torch.as_tensor(base_indices).long().cpu()
     perturbation = images.float() / 255 - (base.cpu() * 255).round() / 255
     return Poisons(images, indices, perturbation, losses, restart_losses, attack.name)
 
 
-def attack_objective(attack: AttackConfig, model: nn.Module, target: torch.Tensor, adv_class: int,
-                     base: torch.Tensor, labels: torch.Tensor) -> Objective:
+def attack_objective(
+    attack: AttackConfig,
+    model: nn.Module,
+    target: torch.Tensor,
+    adv_class: int,
+    base: torch.Tensor,
+    labels: torch.Tensor,
+) -> Objective:
     """The loss `attack` minimises over poisons of `base` (float images in [0, 1]) against one target."""
     if attack.name == "gm":
         return gradient_matching_objective(model, target, adv_class, labels, attack)

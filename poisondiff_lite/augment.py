@@ -31,9 +31,17 @@ class AugmentDraw:
     boxes: torch.Tensor | None = None  # (B, 4) top, left, height, width of a resized crop, in pixels
 
     @classmethod
-    def draw(cls, n: int, *, crop_padding: int, flip: bool, generator: torch.Generator | None = None,
-             device: torch.device | str = "cpu", resized_crop: float = 0.0,
-             size: tuple[int, int] | None = None) -> AugmentDraw:
+    def draw(
+        cls,
+        n: int,
+        *,
+        crop_padding: int,
+        flip: bool,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        resized_crop: float = 0.0,
+        size: tuple[int, int] | None = None,
+    ) -> AugmentDraw:
         """Draw for `n` images: crop rows, crop columns, then flips, from `generator` (CPU).
 
         ``resized_crop > 0`` draws torchvision's ``RandomResizedCrop(size, scale=(resized_crop, 1))`` boxes
@@ -73,9 +81,14 @@ class AugmentDraw:
         return images
 
 
-def resized_crop_boxes(n: int, size: tuple[int, int], min_scale: float,
-                       generator: torch.Generator | None = None, ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                       attempts: int = 10) -> torch.Tensor:
+def resized_crop_boxes(
+    n: int,
+    size: tuple[int, int],
+    min_scale: float,
+    generator: torch.Generator | None = None,
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    attempts: int = 10,
+) -> torch.Tensor:
     """``(n, 4)`` long boxes (top, left, height, width) drawn as torchvision's ``RandomResizedCrop.get_params``:
     area a fraction U(min_scale, 1) of the image, log aspect ratio uniform in `ratio`, the first of `attempts`
     draws that fits, else the whole image; then a uniform position."""
@@ -117,8 +130,8 @@ def crop_at(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, padding: i
     b, _, h, w = images.shape
     device = images.device
     padded = F.pad(images, (padding, padding, padding, padding))
-    rows = (dy.to(device)[:, None] + torch.arange(h, device=device)[None, :])  # (B, H)
-    cols = (dx.to(device)[:, None] + torch.arange(w, device=device)[None, :])  # (B, W)
+    rows = dy.to(device)[:, None] + torch.arange(h, device=device)[None, :]  # (B, H)
+    cols = dx.to(device)[:, None] + torch.arange(w, device=device)[None, :]  # (B, W)
     batch = torch.arange(b, device=device)[:, None, None]
     # advanced indexing on dims 0, 2, 3 puts the channel dim last: (B, H, W, C)
     out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
@@ -131,25 +144,35 @@ def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator |
     Equivalent to torchvision's ``RandomCrop(size, padding)`` applied image by image, done with one gather.
     Works on ``(B, C, H, W)`` tensors of any dtype.
     """
-    return AugmentDraw.draw(len(images), crop_padding=padding, flip=False, generator=generator,
-                            device=images.device).apply(images)
+    return AugmentDraw.draw(
+        len(images), crop_padding=padding, flip=False, generator=generator, device=images.device
+    ).apply(images)
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each image horizontally with probability 1/2."""
-    return AugmentDraw.draw(len(images), crop_padding=0, flip=True, generator=generator,
-                            device=images.device).apply(images)
+    return AugmentDraw.draw(len(images), crop_padding=0, flip=True, generator=generator, device=images.device).apply(
+        images
+    )
 
 
-def augment_batch(images: torch.Tensor, *, crop_padding: int = 4, flip: bool = True,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def augment_batch(
+    images: torch.Tensor, *, crop_padding: int = 4, flip: bool = True, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Random crop (with zero padding) and horizontal flip, batched on the batch's device."""
-    return AugmentDraw.draw(len(images), crop_padding=crop_padding, flip=flip, generator=generator,
-                            device=images.device).apply(images)
+    return AugmentDraw.draw(
+        len(images), crop_padding=crop_padding, flip=flip, generator=generator, device=images.device
+    ).apply(images)
 
 
-def shift_bilinear(images: torch.Tensor, max_shift: float, *, flip: bool = True,
-                   generator: torch.Generator | None = None, draw: torch.Tensor | None = None) -> torch.Tensor:
+def shift_bilinear(
+    images: torch.Tensor,
+    max_shift: float,
+    *,
+    flip: bool = True,
+    generator: torch.Generator | None = None,
+    draw: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Shift each image by a uniform random offset in ``[-max_shift, max_shift]`` pixels along each axis, resampled
     bilinearly with zeros outside (and flip it with probability 1/2): Witches' Brew's differentiable crafting
     augmentation (its ``RandomTransform``), whose shifts are not whole pixels. Float ``(B, C, H, W)`` images.

@@ -14,7 +14,7 @@ The bound is exact for linear softmax models; on deep networks it is a heuristic
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -47,6 +47,26 @@ def tau_from_inner(inner: float, num_classes: int, variant: str = "derived") -> 
 
 
 @dataclass(frozen=True)
+class TauSettings:
+    """How τ is estimated: g(D_c; w_p) from seeded random batches, and the Lambert-W argument."""
+
+    num_batches: int | None = 50  # batches estimating g(D_c; w_p) (None: the whole training set; the authors: 50)
+    batch_size: int = 256  # their size (the authors: 256)
+    seed: int = 0  # seeds the batches
+    variant: str = "derived"  # "derived": κ = (C − 1)/e | "authors": κ = C − 1/e (their code)
+
+    def __post_init__(self) -> None:
+        check_choice("variant", self.variant, VARIANTS)
+        check_positive("batch_size", self.batch_size, integer=True)
+        if self.num_batches is not None:
+            check_positive("num_batches", self.num_batches, integer=True)
+
+    def as_kwargs(self) -> dict[str, int | str | None]:
+        """The keyword arguments of `budget_lower_bound` (and `budget_matrix`) these settings stand for."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class BudgetResult:
     """τ for one (target, poison class) pair, with the pieces it was made of."""
 
@@ -56,9 +76,16 @@ class BudgetResult:
     step: float  # η* of the δ step that defined w_p
 
 
-def clean_gradient(model: nn.Module, params: dict[str, torch.Tensor], train_set: ImageDataset | TensorPair, *,
-                   num_batches: int | None = 50, batch_size: int = 256, seed: int = 0,
-                   device: torch.device | str = "auto") -> dict[str, torch.Tensor]:
+def clean_gradient(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    train_set: ImageDataset | TensorPair,
+    *,
+    num_batches: int | None = 50,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: torch.device | str = "auto",
+) -> dict[str, torch.Tensor]:
     """Mean clean-training gradient ``g(D_c; w)`` at parameters `params` (others as in `model`), in eval mode.
 
     ``num_batches=None`` uses the whole training set; otherwise `num_batches` seeded random batches (the authors:
@@ -71,7 +98,7 @@ def clean_gradient(model: nn.Module, params: dict[str, torch.Tensor], train_set:
     n = len(labels)
     if num_batches is None:
         order = torch.arange(n)
-        batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+        batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     else:
         check_positive("num_batches", num_batches)
         generator = torch.Generator().manual_seed(seed)
@@ -92,12 +119,21 @@ def clean_gradient(model: nn.Module, params: dict[str, torch.Tensor], train_set:
     return {k: v / weight for k, v in total.items()}
 
 
-def budget_lower_bound(model: nn.Module, image: torch.Tensor, poison_class: int,
-                       train_set: ImageDataset | TensorPair, *, delta: DistanceResult | None = None,
-                       last_layer_only: bool = False,
-                       num_batches: int | None = 50, batch_size: int = 256, seed: int = 0,
-                       variant: str = "derived", device: torch.device | str = "auto",
-                       **distance_kwargs) -> BudgetResult:
+def budget_lower_bound(
+    model: nn.Module,
+    image: torch.Tensor,
+    poison_class: int,
+    train_set: ImageDataset | TensorPair,
+    *,
+    delta: DistanceResult | None = None,
+    last_layer_only: bool = False,
+    num_batches: int | None = 50,
+    batch_size: int = 256,
+    seed: int = 0,
+    variant: str = "derived",
+    device: torch.device | str = "auto",
+    **distance_kwargs,
+) -> BudgetResult:
     """τ of one target toward `poison_class`.
 
     Parameters
@@ -109,38 +145,68 @@ def budget_lower_bound(model: nn.Module, image: torch.Tensor, poison_class: int,
     num_batches, batch_size, seed : how g(D_c; w_p) is estimated (None: the whole training set).
     variant : ``"derived"`` (W((C−1)/e)) or ``"authors"`` (W(C − 1/e)).
     """
-    check_choice("variant", variant, VARIANTS)
-    check_positive("batch_size", batch_size)
-    if num_batches is not None:  # checked before δ is searched, not after
-        check_positive("num_batches", num_batches)
+    settings = TauSettings(num_batches, batch_size, seed, variant)  # checked before δ is searched, not after
     device = get_device(device)
     with eval_mode(model.to(device)):
-        return _budget(model, image, poison_class, train_set, delta, last_layer_only, num_batches, batch_size, seed,
-                       variant, device, distance_kwargs)
+        return _budget(
+            model,
+            image,
+            poison_class,
+            train_set,
+            delta=delta,
+            last_layer_only=last_layer_only,
+            settings=settings,
+            device=device,
+            distance_kwargs=distance_kwargs,
+        )
 
 
-def _budget(model, image, poison_class, train_set, delta, last_layer_only, num_batches, batch_size, seed, variant,
-            device, distance_kwargs) -> BudgetResult:
+def _budget(
+    model: nn.Module,
+    image: torch.Tensor,
+    poison_class: int,
+    train_set: ImageDataset | TensorPair,
+    *,
+    delta: DistanceResult | None,
+    last_layer_only: bool,
+    settings: TauSettings,
+    device: torch.device,
+    distance_kwargs: dict,
+) -> BudgetResult:
     if delta is None:
-        delta = poisoning_distance(model, image, poison_class, last_layer_only=last_layer_only, device=device,
-                                   **distance_kwargs)
+        delta = poisoning_distance(
+            model, image, poison_class, last_layer_only=last_layer_only, device=device, **distance_kwargs
+        )
     x = as_batch(image, device)
     num_classes = int(model(x).shape[1])
-    lam = lambert_denominator(num_classes, variant)
+    lam = lambert_denominator(num_classes, settings.variant)
     if not math.isfinite(delta.step):
         return BudgetResult(math.inf, math.nan, lam, delta.step)
     params = {k: p.detach() for k, p in moved_parameters(model, last_layer_only).items()}
     loss = F.cross_entropy(model(x), torch.tensor([poison_class], device=device))
     grads = torch.autograd.grad(loss, [p for k, p in model.named_parameters() if k in params])
     w_p = {k: params[k] - delta.step * g for k, g in zip(params, grads)}
-    g_clean = clean_gradient(model, w_p, train_set, num_batches=num_batches, batch_size=batch_size, seed=seed,
-                             device=device)
+    g_clean = clean_gradient(
+        model,
+        w_p,
+        train_set,
+        num_batches=settings.num_batches,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        device=device,
+    )
     inner = float(sum((w_p[k].double() * g_clean[k].double()).sum() for k in w_p))
-    return BudgetResult(tau_from_inner(inner, num_classes, variant), inner, lam, delta.step)
+    return BudgetResult(tau_from_inner(inner, num_classes, settings.variant), inner, lam, delta.step)
 
 
-def budget_matrix(model: nn.Module, images: torch.Tensor, poison_classes: np.ndarray, train_set: ImageDataset,
-                  steps: np.ndarray, **kwargs) -> np.ndarray:
+def budget_matrix(
+    model: nn.Module,
+    images: torch.Tensor,
+    poison_classes: np.ndarray,
+    train_set: ImageDataset,
+    steps: np.ndarray,
+    **kwargs,
+) -> np.ndarray:
     """τ for targets `images` toward `poison_classes[i]` given their δ steps (one clean-gradient pass per pair)."""
     out = np.full(len(images), np.nan)
     for i, (image, cls, step) in enumerate(zip(images, poison_classes, steps)):

@@ -37,8 +37,10 @@ def _distributed():
     try:
         import distributed
     except ImportError as exc:
-        raise PoisonDiffError('running on a cluster needs Dask: pip install "poisondiff-lite[cluster]" '
-                              '(or pip install "dask[distributed]")') from exc
+        raise PoisonDiffError(
+            'running on a cluster needs Dask: pip install "poisondiff-lite[cluster]" '
+            '(or pip install "dask[distributed]")'
+        ) from exc
     return distributed
 
 
@@ -58,8 +60,9 @@ def local_client(workers: int, *, threads_per_worker: int = 1, **cluster_kwargs:
     distributed = _distributed()
     cluster_kwargs.setdefault("dashboard_address", ":0")  # any free port: never clashes with a running cluster
     with dask.config.set({NO_MALLOC_TRIM: None}):  # None unsets it for the worker processes
-        return distributed.Client(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                                  **cluster_kwargs)
+        return distributed.Client(
+            n_workers=workers, threads_per_worker=threads_per_worker, processes=True, **cluster_kwargs
+        )
 
 
 NO_MALLOC_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
@@ -72,8 +75,10 @@ def connect(address: str, *, timeout: float = 20.0):
     try:
         return distributed.Client(address, timeout=f"{timeout}s")
     except (OSError, TimeoutError) as exc:
-        raise PoisonDiffError(f"cannot reach the Dask scheduler at {address!r} ({exc}). Fix: start it "
-                              f"(dask scheduler; dask worker {address}) or check the address.") from exc
+        raise PoisonDiffError(
+            f"cannot reach the Dask scheduler at {address!r} ({exc}). Fix: start it "
+            f"(dask scheduler; dask worker {address}) or check the address."
+        ) from exc
 
 
 def _worker_threads() -> None:
@@ -88,43 +93,61 @@ def _worker_threads() -> None:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     if os.environ.get("MALLOC_TRIM_THRESHOLD_"):  # the default warnings filter shows it once per process
-        warnings.warn("this Dask worker runs with MALLOC_TRIM_THRESHOLD_ set, which makes torch on a CPU about 1.7x "
-                      "slower; start workers with DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_="
-                      "None (local_client does)")
-
+        warnings.warn(
+            "this Dask worker runs with MALLOC_TRIM_THRESHOLD_ set, which makes torch on a CPU about 1.7x "
+            "slower; start workers with DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_="
+            "None (local_client does)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 #  tasks (module-level functions, so that workers import them instead of unpickling closures)
 # ---------------------------------------------------------------------------------------------------------------
-def craft_task(attack: AttackConfig, surrogate, target_image: torch.Tensor, poison_class: int, data: DataBundle,
-               seed: int, device: str) -> Poisons:
+def craft_task(
+    attack: AttackConfig,
+    surrogate,
+    target_image: torch.Tensor,
+    poison_class: int,
+    data: DataBundle,
+    seed: int,
+    device: str,
+) -> Poisons:
     """Craft one (target, attack)'s poisons from the first training images of the poison class."""
     _worker_threads()
     return craft_from_class(attack, surrogate, target_image, poison_class, data.train, seed=seed, device=device)
 
 
-def scratch_victim_task(data: DataBundle, poisons: Poisons | None, recipe, seed: int, target_rows: torch.Tensor,
-                        device: str) -> list[tuple[int, torch.Tensor, float, float]]:
+def scratch_victim_task(
+    data: DataBundle, poisons: Poisons | None, recipe, seed: int, target_rows: torch.Tensor, device: str
+) -> list[tuple[int, torch.Tensor, float, float]]:
     """Retrain one victim from scratch on the (poisoned) training set: ``[(seed, target logits, accuracy, s)]``."""
     _worker_threads()
     start = time.perf_counter()
     out = []
-    for seed_, target_logits, test_logits in scratch_victims(data, insert_poisons(data.train, poisons), recipe,
-                                                             [seed], target_rows, device=device):
+    for seed_, target_logits, test_logits in scratch_victims(
+        data, insert_poisons(data.train, poisons), recipe, [seed], target_rows, device=device
+    ):
         out.append((seed_, target_logits, test_accuracy(test_logits, data.test.labels), time.perf_counter() - start))
     return out
 
 
-def transfer_victims_task(data: DataBundle, surrogate, features: dict[str, torch.Tensor], poisons: Poisons | None,
-                          target_rows: torch.Tensor, head, seeds: list[int], device: str
-                          ) -> list[tuple[int, torch.Tensor, float, float]]:
+def transfer_victims_task(
+    data: DataBundle,
+    surrogate,
+    features: dict[str, torch.Tensor],
+    poisons: Poisons | None,
+    target_rows: torch.Tensor,
+    head,
+    seeds: list[int],
+    device: str,
+) -> list[tuple[int, torch.Tensor, float, float]]:
     """Train one linear head per seed on the surrogate's features of the (poisoned) training set."""
     _worker_threads()
     rows = poisoned_features(surrogate, features["train"], poisons, device=device)
     out, start = [], time.perf_counter()
-    for seed, target_logits, test_logits in transfer_victims(rows, data.train.labels, features["test"], target_rows,
-                                                             data.num_classes, head, seeds):
+    for seed, target_logits, test_logits in transfer_victims(
+        rows, data.train.labels, features["test"], target_rows, data.num_classes, head, seeds
+    ):
         out.append((seed, target_logits, test_accuracy(test_logits, data.test.labels), time.perf_counter() - start))
         start = time.perf_counter()
     return out
@@ -133,9 +156,19 @@ def transfer_victims_task(data: DataBundle, surrogate, features: dict[str, torch
 # ---------------------------------------------------------------------------------------------------------------
 #  the driver
 # ---------------------------------------------------------------------------------------------------------------
-def run_plan_on_client(client, plan: StudyPlan, log: ResultsLog, *, data: DataBundle, surrogate, target_images,
-                       features: dict[str, torch.Tensor] | None, poison_dir: Path, device: str,
-                       show_progress: bool) -> None:
+def run_plan_on_client(
+    client,
+    plan: StudyPlan,
+    log: ResultsLog,
+    *,
+    data: DataBundle,
+    surrogate,
+    target_images,
+    features: dict[str, torch.Tensor] | None,
+    poison_dir: Path,
+    device: str,
+    show_progress: bool,
+) -> None:
     """Submit every unfinished crafting and victim of `plan`; log each victim as its task finishes.
 
     Data, surrogate and features go to the workers once (scattered); a crafting's poisons travel to the victims
@@ -156,13 +189,38 @@ def run_plan_on_client(client, plan: StudyPlan, log: ResultsLog, *, data: DataBu
 
     def submit_victims(setting: str, poisons, todo: list[int], rows, j: int | None, name: str) -> list:
         if setting == "scratch":
-            target_rows = target_images if j is None else target_images[j:j + 1]
-            futures = [client.submit(scratch_victim_task, data_f, poisons, recipe, seed, target_rows, device,
-                                     key=f"victim-{name}-{seed}", retries=RETRIES) for seed in todo]
+            target_rows = target_images if j is None else target_images[j : j + 1]
+            futures = [
+                client.submit(
+                    scratch_victim_task,
+                    data_f,
+                    poisons,
+                    recipe,
+                    seed,
+                    target_rows,
+                    device,
+                    key=f"victim-{name}-{seed}",
+                    retries=RETRIES,
+                )
+                for seed in todo
+            ]
         else:
-            target_rows = features["targets"] if j is None else features["targets"][j:j + 1]
-            futures = [client.submit(transfer_victims_task, data_f, model_f, features_f, poisons, target_rows,
-                                     config.head, todo, device, key=f"heads-{name}", retries=RETRIES)]
+            target_rows = features["targets"] if j is None else features["targets"][j : j + 1]
+            futures = [
+                client.submit(
+                    transfer_victims_task,
+                    data_f,
+                    model_f,
+                    features_f,
+                    poisons,
+                    target_rows,
+                    config.head,
+                    todo,
+                    device,
+                    key=f"heads-{name}",
+                    retries=RETRIES,
+                )
+            ]
         for future in futures:
             victims[future] = (rows, len(todo) if setting == "transfer" else 1)
         return futures
@@ -178,9 +236,18 @@ def run_plan_on_client(client, plan: StudyPlan, log: ResultsLog, *, data: DataBu
             poisons_f = client.scatter(poisons)
             rows = plan.attack_rows(target, attack, poisons.final_loss)
         else:
-            poisons_f = client.submit(craft_task, attack, model_f, target_images[j], config.poison_class, data_f,
-                                      config.crafting_seed + target["index"], device, key=f"craft-{name}",
-                                      retries=RETRIES)
+            poisons_f = client.submit(
+                craft_task,
+                attack,
+                model_f,
+                target_images[j],
+                config.poison_class,
+                data_f,
+                config.crafting_seed + target["index"],
+                device,
+                key=f"craft-{name}",
+                retries=RETRIES,
+            )
             craftings[poisons_f] = path
             rows = (target, attack)  # built when the poisons (and their loss) are back
         for future in submit_victims(attack.setting, poisons_f, todo, rows, j, name):

@@ -38,8 +38,11 @@ class ConfigDict:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (nested configs as dicts), for JSON files and hashes."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
-                if not (f.name in self.ADDED and getattr(self, f.name) == self.ADDED[f.name])}
+        return {
+            f.name: _plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if not (f.name in self.ADDED and getattr(self, f.name) == self.ADDED[f.name])
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
@@ -50,7 +53,7 @@ class ConfigDict:
         """Stable short hash of everything but `ignore` (default ``HASH_IGNORE``) and the `RUNTIME_ONLY` settings."""
         ignore = self.HASH_IGNORE if ignore is None else ignore
         data = {k: v for k, v in self.to_dict().items() if k not in ignore}
-        return hashlib.sha256(json.dumps(stable_dict(data), sort_keys=True).encode()).hexdigest()[:self.HASH_LENGTH]
+        return hashlib.sha256(json.dumps(stable_dict(data), sort_keys=True).encode()).hexdigest()[: self.HASH_LENGTH]
 
 
 def _plain(value: Any) -> Any:
@@ -59,7 +62,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(v) for v in value)
     return value
-
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class TrainConfig(ConfigDict):
     channels_last: bool = True  # channels_last memory format (CUDA only)
     compile: bool | str = False  # torch.compile the model; or a mode, e.g. "reduce-overhead" (speed only, not hashed)
     stack: int = 1  # train this many runs or victims at once as one grouped network (speed option, see stacked.py)
-    normalize: str = "dataset"  # inputs normalised by: "dataset" mean/std | "imagenet" mean/std | "none" ([0, 1])
+    normalize: str = "dataset"  # "dataset" mean/std (TinyImageNet: ImageNet's) | "imagenet" mean/std | "none" ([0, 1])
     resized_crop: float = 0.0  # > 0: RandomResizedCrop(scale=(this, 1)), no padded crop (authors' TinyImageNet: 0.8)
 
     ADDED: ClassVar[dict[str, Any]] = {"normalize": "dataset", "resized_crop": 0.0}
@@ -96,8 +98,9 @@ class TrainConfig(ConfigDict):
         check_choice("normalize", self.normalize, NORMALIZATIONS)
         check_number("resized_crop", self.resized_crop)
         if not 0 <= self.resized_crop <= 1:
-            raise InvalidChoiceError(f"resized_crop is the smallest area fraction in [0, 1] (0: off), got "
-                                     f"{self.resized_crop}")
+            raise InvalidChoiceError(
+                f"resized_crop is the smallest area fraction in [0, 1] (0: off), got {self.resized_crop}"
+            )
         check_positive("epochs", self.epochs, integer=True)
         check_positive("batch_size", self.batch_size, integer=True)
         check_number("eval_batch_size", self.eval_batch_size, integer=True)
@@ -133,12 +136,23 @@ class TrainConfig(ConfigDict):
         """The authors' TinyImageNet EPA recipe (``epa_rank_tinyimagenet_yt0.py``): torchvision VGG-16 (its
         4096-4096 classifier, a C-way last layer), plain SGD lr 0.01 (no momentum, no weight decay), batch 128,
         constant lr, RandomResizedCrop(64, scale 0.8-1) + flip, ImageNet normalisation."""
-        base = cls(model="vgg16_torchvision", lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
-                   schedule="constant", milestones=(), crop_padding=0, resized_crop=0.8, normalize="imagenet")
+        base = cls(
+            model="vgg16_torchvision",
+            lr=0.01,
+            momentum=0.0,
+            nesterov=False,
+            weight_decay=0.0,
+            schedule="constant",
+            milestones=(),
+            crop_padding=0,
+            resized_crop=0.8,
+            normalize="imagenet",
+        )
         return dataclasses.replace(base, **overrides)
 
-    def input_normalisation(self, mean: tuple[float, ...], std: tuple[float, ...]
-                            ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    def input_normalisation(
+        self, mean: tuple[float, ...], std: tuple[float, ...]
+    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """The (mean, std) the model normalises its inputs with, given the data set's own."""
         if self.normalize == "imagenet":
             return IMAGENET_MEAN, IMAGENET_STD
@@ -149,15 +163,31 @@ class TrainConfig(ConfigDict):
     @classmethod
     def fast(cls, **overrides: Any) -> TrainConfig:
         """The fast network on a GPU: airbench-style width, large batches, one-cycle lr, a few seconds per run."""
-        base = cls(model="fastnet", epochs=16, batch_size=512, lr=0.2, schedule="onecycle", milestones=(),
-                   label_smoothing=0.1, eval_batch_size=2000)
+        base = cls(
+            model="fastnet",
+            epochs=16,
+            batch_size=512,
+            lr=0.2,
+            schedule="onecycle",
+            milestones=(),
+            label_smoothing=0.1,
+            eval_batch_size=2000,
+        )
         return dataclasses.replace(base, **overrides)
 
     @classmethod
     def quick(cls, **overrides: Any) -> TrainConfig:
         """A small fast network for 2 CPU cores: a few seconds per epoch on the 5,000-image CIFAR-10 subset."""
-        base = cls(model="fastnet_small", epochs=6, batch_size=250, lr=0.2, schedule="onecycle", milestones=(),
-                   label_smoothing=0.1, eval_batch_size=1000)
+        base = cls(
+            model="fastnet_small",
+            epochs=6,
+            batch_size=250,
+            lr=0.2,
+            schedule="onecycle",
+            milestones=(),
+            label_smoothing=0.1,
+            eval_batch_size=1000,
+        )
         return dataclasses.replace(base, **overrides)
 
 
@@ -219,11 +249,21 @@ class TrajectoryConfig(ConfigDict):
         return dataclasses.replace(base, **overrides)
 
     @classmethod
+    def preset(
+        cls, quick: bool, dataset: str = "cifar10", *, model: str | None = None, **overrides: Any
+    ) -> TrajectoryConfig:
+        """`quick` or `full` by a flag (the notebooks' one way to pick), optionally with another model (`model` None
+        keeps the preset's): ``TrajectoryConfig.preset(QUICK, DATASET, model=MODEL, seed0=SEED)``."""
+        config = (cls.quick if quick else cls.full)(dataset, **overrides)
+        if model is not None:  # another architecture is another experiment, saved in its own file
+            config = dataclasses.replace(config, train=dataclasses.replace(config.train, model=model))
+        return config
+
+    @classmethod
     def correlation_table(cls, **overrides: Any) -> TrajectoryConfig:
         """The authors' CIFAR-10 experiment behind their correlation table and budget sweep: 8 runs x 100 epochs
         of plain SGD (`TrainConfig.paper_correlation`)."""
-        return dataclasses.replace(cls(dataset="cifar10", train=TrainConfig.paper_correlation(), runs=8),
-                                   **overrides)
+        return dataclasses.replace(cls(dataset="cifar10", train=TrainConfig.paper_correlation(), runs=8), **overrides)
 
     @classmethod
     def lab(cls, dataset: str = "cifar10", **overrides: Any) -> TrajectoryConfig:

@@ -19,11 +19,13 @@ import numpy as np
 import torch
 
 from .errors import InvalidChoiceError, check_choice, check_classes
+from .plugins import load_plugins
 from .utils import check_flag, project_root
 
 DATA_ENV = "POISONDIFF_DATA"
 CACHE_ENV = "POISONDIFF_CACHE"
 DATASETS = ("cifar10", "tinyimagenet")
+
 
 def check_images(images: object, what: str = "images", *, batch: bool = True) -> torch.Tensor:
     """Refuse inputs that would give silently wrong numbers: a non-tensor, integer pixels other than uint8, NaN or
@@ -33,8 +35,10 @@ def check_images(images: object, what: str = "images", *, batch: bool = True) ->
     plain vectors (``(D,)`` or ``(N, D)``, e.g. the 2-D toy points) pass with only the finiteness check.
     """
     if not torch.is_tensor(images):
-        raise InvalidChoiceError(f"{what} must be a torch tensor, got {type(images).__name__}. Fix: "
-                                 f"torch.as_tensor(x) (uint8 pixels, or floats in [0, 1])")
+        raise InvalidChoiceError(
+            f"{what} must be a torch tensor, got {type(images).__name__}. Fix: "
+            f"torch.as_tensor(x) (uint8 pixels, or floats in [0, 1])"
+        )
     x = images
     image_ndim = 4 if batch else 3
     if x.ndim not in (image_ndim, image_ndim - 2) or (x.ndim == image_ndim and x.shape[-3] != 3):
@@ -44,15 +48,19 @@ def check_images(images: object, what: str = "images", *, batch: bool = True) ->
     if x.dtype == torch.uint8:
         return x
     if not x.is_floating_point():
-        raise InvalidChoiceError(f"{what}: dtype {x.dtype}; pass uint8 pixels (0-255) or floats in [0, 1]. Fix: "
-                                 f"x.to(torch.uint8) for 0-255 integers")
+        raise InvalidChoiceError(
+            f"{what}: dtype {x.dtype}; pass uint8 pixels (0-255) or floats in [0, 1]. Fix: "
+            f"x.to(torch.uint8) for 0-255 integers"
+        )
     if x.numel() and not bool(torch.isfinite(x).all()):
         raise InvalidChoiceError(f"{what}: NaN or inf pixels; every pixel must be a finite number")
     if x.ndim == image_ndim and x.numel():
         lo, hi = float(x.min()), float(x.max())
         if lo < -1e-4 or hi > 1 + 1e-4:
-            raise InvalidChoiceError(f"{what}: floats in [{lo:g}, {hi:g}], but they must lie in [0, 1]. Fix: divide "
-                                     f"0-255 pixels by 255 (or pass them as uint8)")
+            raise InvalidChoiceError(
+                f"{what}: floats in [{lo:g}, {hi:g}], but they must lie in [0, 1]. Fix: divide "
+                f"0-255 pixels by 255 (or pass them as uint8)"
+            )
     return x
 
 
@@ -77,9 +85,11 @@ class ImageDataset:
         if not torch.is_tensor(self.images) or not torch.is_tensor(self.labels):
             raise InvalidChoiceError("images and labels must be torch tensors. Fix: torch.as_tensor(array)")
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise InvalidChoiceError(f"images must be uint8 of shape (N, 3, H, W), got {self.images.dtype} "
-                                     f"{tuple(self.images.shape)}. Fix: (x * 255).round().to(torch.uint8) for floats "
-                                     f"in [0, 1]; x.permute(0, 3, 1, 2) for (N, H, W, 3)")
+            raise InvalidChoiceError(
+                f"images must be uint8 of shape (N, 3, H, W), got {self.images.dtype} "
+                f"{tuple(self.images.shape)}. Fix: (x * 255).round().to(torch.uint8) for floats "
+                f"in [0, 1]; x.permute(0, 3, 1, 2) for (N, H, W, 3)"
+            )
         if self.labels.ndim != 1 or len(self.labels) != len(self.images):
             raise InvalidChoiceError(f"labels must have shape ({len(self.images)},), got {tuple(self.labels.shape)}")
         if self.labels.is_floating_point() or self.labels.dtype == torch.bool:
@@ -133,8 +143,16 @@ class DataBundle:
 
     def to(self, device: torch.device | str) -> DataBundle:
         """Move both splits to `device` (CIFAR-10 is 150 MB as uint8: it fits on any GPU)."""
-        return DataBundle(self.name, self.train.to(device), self.test.to(device), self.classes, self.mean, self.std,
-                          self.source, dict(self.notes))
+        return DataBundle(
+            self.name,
+            self.train.to(device),
+            self.test.to(device),
+            self.classes,
+            self.mean,
+            self.std,
+            self.source,
+            dict(self.notes),
+        )
 
     def class_index(self, name_or_index: str | int) -> int:
         """Class index from a name (``"airplane"``, a wnid or its words) or an index; unknown names list the valid
@@ -166,30 +184,47 @@ class DataBundle:
             return ImageDataset(split.images[keep], new[keep])
 
         notes = dict(self.notes, kept_classes=classes)
-        return DataBundle(self.name, pick(self.train), pick(self.test), tuple(self.classes[c] for c in classes),
-                          self.mean, self.std, self.source, notes)
+        return DataBundle(
+            self.name,
+            pick(self.train),
+            pick(self.test),
+            tuple(self.classes[c] for c in classes),
+            self.mean,
+            self.std,
+            self.source,
+            notes,
+        )
 
     @classmethod
-    def from_tensors(cls, name: str, train_images: torch.Tensor, train_labels: torch.Tensor,
-                     test_images: torch.Tensor, test_labels: torch.Tensor,
-                     classes: tuple[str, ...] | list[str] | None = None) -> DataBundle:
+    def from_tensors(
+        cls,
+        name: str,
+        train_images: torch.Tensor,
+        train_labels: torch.Tensor,
+        test_images: torch.Tensor,
+        test_labels: torch.Tensor,
+        classes: tuple[str, ...] | list[str] | None = None,
+    ) -> DataBundle:
         """Your own data as tensor pairs: uint8 images ``(N, 3, H, W)`` and integer labels; the normalisation the
         models apply is computed from the training images."""
         train, test = ImageDataset(train_images, train_labels), ImageDataset(test_images, test_labels)
         num_classes = int(max(train.labels.max(), test.labels.max())) + 1
         classes = tuple(str(c) for c in classes) if classes is not None else tuple(str(c) for c in range(num_classes))
         if len(classes) < num_classes:
-            raise InvalidChoiceError(f"labels go up to {num_classes - 1} but only {len(classes)} class names were "
-                                     f"given")
+            raise InvalidChoiceError(
+                f"labels go up to {num_classes - 1} but only {len(classes)} class names were given"
+            )
         pixels = train.images.float().div(255)
         mean = tuple(float(v) for v in pixels.mean(dim=(0, 2, 3)))
         std = tuple(max(float(v), 1e-3) for v in pixels.std(dim=(0, 2, 3)))
         return cls(name, train, test, classes, mean, std, source="tensors")
 
     def __repr__(self) -> str:
-        return (f"DataBundle({self.name!r}: train {tuple(self.train.images.shape)}, "
-                f"test {tuple(self.test.images.shape)}, "
-                f"{self.num_classes} classes, on {self.train.device}, from {self.source})")
+        return (
+            f"DataBundle({self.name!r}: train {tuple(self.train.images.shape)}, "
+            f"test {tuple(self.test.images.shape)}, "
+            f"{self.num_classes} classes, on {self.train.device}, from {self.source})"
+        )
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -227,20 +262,28 @@ def register_dataset(name: str, source: DataBundle | Callable[..., DataBundle]) 
     """
     if str(name) in DATASETS:
         raise InvalidChoiceError(f"{name!r} is a built-in data set; register yours under another name")
-    CUSTOM_DATASETS[str(name)] = (lambda root=None, download=False, **kw: source) if isinstance(source, DataBundle) \
-        else source
+    CUSTOM_DATASETS[str(name)] = (
+        (lambda root=None, download=False, **kw: source) if isinstance(source, DataBundle) else source
+    )
 
 
 def dataset_names() -> tuple[str, ...]:
     """The built-in data sets and any registered with `register_dataset`."""
+    load_plugins()  # the modules named in $POISONDIFF_PLUGINS register theirs
     return DATASETS + tuple(CUSTOM_DATASETS)
 
 
-def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: bool = False,
-                 device: torch.device | str | None = None, **kwargs) -> DataBundle:
+def load_dataset(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    download: bool = False,
+    device: torch.device | str | None = None,
+    **kwargs,
+) -> DataBundle:
     """Load ``"cifar10"``, ``"tinyimagenet"`` or a registered data set; optionally move it to `device` whole."""
     download = check_flag("download", download)
-    if str(name) in CUSTOM_DATASETS:
+    if str(name) in dataset_names()[len(DATASETS) :]:  # registered here or by a $POISONDIFF_PLUGINS module
         bundle = CUSTOM_DATASETS[str(name)](root, download=download, **kwargs)
         return bundle.to(device) if device is not None else bundle
     key = str(name).lower().replace("-", "").replace("_", "")

@@ -60,18 +60,34 @@ def as_batch(example: torch.Tensor, device: torch.device) -> torch.Tensor:
     return to_unit(check_images(example, "the target image", batch=False), device).unsqueeze(0)
 
 
-def _check_search(alpha: float, m_init: float, max_doublings: int) -> None:
-    check_positive("alpha", alpha)
-    check_positive("m_init", m_init)
-    check_positive("max_doublings", max_doublings, allow_zero=True)
+@dataclass(frozen=True)
+class DeltaSearch:
+    """How δ's step η* is searched: double from `m_init` until the prediction flips, then bisect to `alpha`."""
+
+    alpha: float = 1e-4  # bisection tolerance on η
+    m_init: float = 1.0  # first bracket end
+    max_doublings: int = 40  # bracket doublings before giving up (δ = inf)
+
+    def __post_init__(self) -> None:
+        check_positive("alpha", self.alpha)
+        check_positive("m_init", self.m_init)
+        check_positive("max_doublings", self.max_doublings, allow_zero=True, integer=True)
 
 
 # -----------------------------------------------------------------------------------------------------------------
 #  one target at a time (the reference; also the per-target baseline of the benchmark)
 # -----------------------------------------------------------------------------------------------------------------
-def poisoning_distance(model: nn.Module, image: torch.Tensor, poison_class: int, *, last_layer_only: bool = False,
-                       alpha: float = 1e-4, m_init: float = 1.0, max_doublings: int = 40,
-                       device: torch.device | str = "auto") -> DistanceResult:
+def poisoning_distance(
+    model: nn.Module,
+    image: torch.Tensor,
+    poison_class: int,
+    *,
+    last_layer_only: bool = False,
+    alpha: float = 1e-4,
+    m_init: float = 1.0,
+    max_doublings: int = 40,
+    device: torch.device | str = "auto",
+) -> DistanceResult:
     """δ of one target toward `poison_class` (the authors' algorithm, step by step).
 
     Parameters
@@ -82,7 +98,7 @@ def poisoning_distance(model: nn.Module, image: torch.Tensor, poison_class: int,
     last_layer_only : move only the head's parameters (cheaper; closer to the linear theory behind τ).
     alpha : bisection tolerance on η. m_init : first bracket end. max_doublings : bracket doublings before giving up.
     """
-    _check_search(alpha, m_init, max_doublings)
+    search = DeltaSearch(alpha, m_init, max_doublings)
     device = get_device(device)
     model.to(device)
     with eval_mode(model):
@@ -108,14 +124,14 @@ def poisoning_distance(model: nn.Module, image: torch.Tensor, poison_class: int,
             if pred_before == poison_class:
                 step = 0.0
             else:
-                lo, hi = 0.0, m_init
+                lo, hi = 0.0, search.m_init
                 doublings = 0
                 while not predicts_poison(hi):
-                    if doublings == max_doublings:
+                    if doublings == search.max_doublings:
                         return DistanceResult(math.inf, grad_norm, math.inf, pred_before)
                     lo, hi = hi, 2 * hi
                     doublings += 1
-                while hi - lo > alpha:
+                while hi - lo > search.alpha:
                     mid = (lo + hi) / 2
                     if predicts_poison(mid):
                         hi = mid
@@ -164,13 +180,15 @@ class _PairEvaluator:
 
     @torch.no_grad()
     def predictions(self, grads: dict[str, torch.Tensor], xs: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
-        stepped = {k: self.moved[k].unsqueeze(0) - eta.view(-1, *[1] * self.moved[k].ndim) * g
-                   for k, g in grads.items()}
+        stepped = {
+            k: self.moved[k].unsqueeze(0) - eta.view(-1, *[1] * self.moved[k].ndim) * g for k, g in grads.items()
+        }
         return vmap(self.logits, in_dims=(0, 0))(stepped, xs).argmax(-1)
 
 
-def _lockstep_search(evaluate, targets: torch.Tensor, n: int, device: torch.device, alpha: float, m_init: float,
-                     max_doublings: int) -> torch.Tensor:
+def _lockstep_search(
+    evaluate, targets: torch.Tensor, n: int, device: torch.device, search: DeltaSearch
+) -> torch.Tensor:
     """The doubling-then-bisection search of `poisoning_distance`, for `n` pairs at once.
 
     ``evaluate(rows, eta)`` returns the predictions of pairs `rows` at steps `eta`. Every pair makes exactly the
@@ -181,21 +199,21 @@ def _lockstep_search(evaluate, targets: torch.Tensor, n: int, device: torch.devi
     already = evaluate(everyone, torch.zeros(n, device=device)) == targets
     step[already] = 0.0
     lo = torch.zeros(n, dtype=torch.float64, device=device)
-    hi = torch.full((n,), m_init, dtype=torch.float64, device=device)
+    hi = torch.full((n,), search.m_init, dtype=torch.float64, device=device)
     searching = everyone[~already]
     found = torch.zeros(n, dtype=torch.bool, device=device)
-    for doubling in range(max_doublings + 1):
+    for doubling in range(search.max_doublings + 1):
         if len(searching) == 0:
             break
         hit = evaluate(searching, hi[searching].float()) == targets[searching]
         found[searching[hit]] = True
         searching = searching[~hit]
-        if doubling < max_doublings:
+        if doubling < search.max_doublings:
             lo[searching] = hi[searching]
             hi[searching] = 2 * hi[searching]
     bisecting = torch.nonzero(found).squeeze(1)
     while len(bisecting):
-        bisecting = bisecting[(hi[bisecting] - lo[bisecting]) > alpha]
+        bisecting = bisecting[(hi[bisecting] - lo[bisecting]) > search.alpha]
         if len(bisecting) == 0:
             break
         mid = (lo[bisecting] + hi[bisecting]) / 2
@@ -206,16 +224,25 @@ def _lockstep_search(evaluate, targets: torch.Tensor, n: int, device: torch.devi
     return step
 
 
-def _batched_pairs(model: nn.Module, xs: torch.Tensor, pairs: list[tuple[int, int]], out: dict[str, np.ndarray],
-                   last_layer_only: bool, alpha: float, m_init: float, max_doublings: int, device: torch.device,
-                   max_chunk_bytes: int, show_progress: bool) -> None:
+def _batched_pairs(
+    model: nn.Module,
+    xs: torch.Tensor,
+    pairs: list[tuple[int, int]],
+    out: dict[str, np.ndarray],
+    *,
+    search: DeltaSearch,
+    last_layer_only: bool,
+    device: torch.device,
+    max_chunk_bytes: int,
+    show_progress: bool,
+) -> None:
     """Fill `out` for `pairs` in lockstep chunks (see `distance_matrix`)."""
     evaluator = _PairEvaluator(model, last_layer_only)
     param_bytes = 4 * sum(p.numel() for p in evaluator.moved.values())
     chunk = max(1, int(max_chunk_bytes // (2 * param_bytes)))  # the gradients and the stepped copy
     starts = range(0, len(pairs), chunk)
     for begin in progress(starts, enable=show_progress and len(starts) > 1, desc="δ pairs", unit="chunk"):
-        block = pairs[begin:begin + chunk]
+        block = pairs[begin : begin + chunk]
         t_idx = torch.tensor([t for t, _ in block], device=device)
         targets = torch.tensor([c for _, c in block], device=device)
         grads = evaluator.gradients(xs[t_idx], targets)
@@ -224,7 +251,7 @@ def _batched_pairs(model: nn.Module, xs: torch.Tensor, pairs: list[tuple[int, in
         def evaluate(rows: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
             return evaluator.predictions({k: g[rows] for k, g in grads.items()}, xs[t_idx[rows]], eta)
 
-        steps = _lockstep_search(evaluate, targets, len(block), device, alpha, m_init, max_doublings).cpu().numpy()
+        steps = _lockstep_search(evaluate, targets, len(block), device, search).cpu().numpy()
         norms = norms.cpu().numpy()  # one copy per chunk, not one wait for the GPU per pair
         for j, (t, c) in enumerate(block):
             out["step"][t, c] = steps[j]
@@ -244,11 +271,21 @@ def chunk_bytes(device: torch.device) -> int:
     return CPU_CHUNK_BYTES
 
 
-def distance_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | np.ndarray, *,
-                    poison_classes: list[int] | None = None, last_layer_only: bool = False, alpha: float = 1e-4,
-                    m_init: float = 1.0, max_doublings: int = 40, device: torch.device | str = "auto",
-                    max_chunk_bytes: int | None = None, method: str = "auto",
-                    show_progress: bool = True) -> DistanceMatrix:
+def distance_matrix(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor | np.ndarray,
+    *,
+    poison_classes: list[int] | None = None,
+    last_layer_only: bool = False,
+    alpha: float = 1e-4,
+    m_init: float = 1.0,
+    max_doublings: int = 40,
+    device: torch.device | str = "auto",
+    max_chunk_bytes: int | None = None,
+    method: str = "auto",
+    show_progress: bool = True,
+) -> DistanceMatrix:
     """δ for every target x poison class.
 
     Parameters
@@ -267,7 +304,7 @@ def distance_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     -------
     `DistanceMatrix` with ``(T, C)`` arrays over all C classes (untested classes are NaN).
     """
-    _check_search(alpha, m_init, max_doublings)
+    search = DeltaSearch(alpha, m_init, max_doublings)
     check_choice("method", method, ("auto", "batched", "loop"))
     device = get_device(device)
     if method == "auto":
@@ -291,12 +328,29 @@ def distance_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         out = {k: np.full(shape, np.nan) for k in ("step", "grad_norm", "distance")}
         if method == "loop":
             for t, c in progress(pairs, enable=show_progress and len(pairs) > 1, desc="δ pairs", unit="pair"):
-                result = poisoning_distance(model, xs[t], c, last_layer_only=last_layer_only, alpha=alpha,
-                                            m_init=m_init, max_doublings=max_doublings, device=device)
+                result = poisoning_distance(
+                    model,
+                    xs[t],
+                    c,
+                    last_layer_only=last_layer_only,
+                    alpha=search.alpha,
+                    m_init=search.m_init,
+                    max_doublings=search.max_doublings,
+                    device=device,
+                )
                 out["step"][t, c], out["grad_norm"][t, c] = result.step, result.grad_norm
                 out["distance"][t, c] = result.distance
         else:
             budget = chunk_bytes(device) if max_chunk_bytes is None else max_chunk_bytes
-            _batched_pairs(model, xs, pairs, out, last_layer_only, alpha, m_init, max_doublings, device, budget,
-                           show_progress)
+            _batched_pairs(
+                model,
+                xs,
+                pairs,
+                out,
+                search=search,
+                last_layer_only=last_layer_only,
+                device=device,
+                max_chunk_bytes=budget,
+                show_progress=show_progress,
+            )
     return DistanceMatrix(out["step"], out["grad_norm"], out["distance"], pred_before, labels_np, last_layer_only)

@@ -24,8 +24,18 @@ from .record import default_path, load_run_model, prepare_data, record_trajector
 from .results import format_table
 from .study_config import StudyConfig, baseline_id, setup_key
 from .utils import atomic_write_json, check_writable, eval_mode, exclusive, get_device, resolve_results_dir
-from .victims import (ResultsLog, asr_interval, extract_features, insert_poisons, log_outcomes, outcome_row,
-                      poisoned_features, scratch_victims, transfer_victims, victim_seeds)
+from .victims import (
+    ResultsLog,
+    asr_interval,
+    surrogate_features,
+    insert_poisons,
+    log_outcomes,
+    outcome_row,
+    poisoned_features,
+    scratch_victims,
+    transfer_victims,
+    victim_seeds,
+)
 
 POISONED = "poisons"  # the attack id of the external poisons in the log
 
@@ -63,9 +73,17 @@ class PoisonEvaluation:
                 continue
             wins = sum(bool(r["success"]) for r in mine)
             low, high = asr_interval(wins, len(mine))
-            out.append({"victims of": label, "victims": len(mine), "successes": wins, "asr": wins / len(mine),
-                        "asr_low": low, "asr_high": high,
-                        "clean_accuracy": float(np.mean([r["clean_accuracy"] for r in mine]))})
+            out.append(
+                {
+                    "victims of": label,
+                    "victims": len(mine),
+                    "successes": wins,
+                    "asr": wins / len(mine),
+                    "asr_low": low,
+                    "asr_high": high,
+                    "clean_accuracy": float(np.mean([r["clean_accuracy"] for r in mine])),
+                }
+            )
         return out
 
     def asr(self) -> float:
@@ -74,17 +92,29 @@ class PoisonEvaluation:
         return rows[0]["asr"] if rows else float("nan")
 
     def __str__(self) -> str:
-        head = (f"{self.num_poisons} poisons (largest change {self.max_change}/255), target {self.key}, "
-                f"{self.setting} victims")
+        head = (
+            f"{self.num_poisons} poisons (largest change {self.max_change}/255), target {self.key}, "
+            f"{self.setting} victims"
+        )
         columns = ["victims of", "victims", "successes", "asr", "asr_low", "asr_high", "clean_accuracy"]
         return head + "\n" + format_table(self.summary(), columns)
 
 
-def evaluate_poisons(poison_images: Any, poison_indices: Any, target: int | Any, *, config: StudyConfig | None = None,
-                     setting: str = "scratch", baseline: bool = True, data: DataBundle | None = None,
-                     data_dir: str | None = None, download: bool = False,
-                     results_dir: str | os.PathLike | None = None, device: torch.device | str = "auto",
-                     show_progress: bool = True) -> PoisonEvaluation:
+def evaluate_poisons(
+    poison_images: Any,
+    poison_indices: Any,
+    target: int | Any,
+    *,
+    config: StudyConfig | None = None,
+    setting: str = "scratch",
+    baseline: bool = True,
+    data: DataBundle | None = None,
+    data_dir: str | None = None,
+    download: bool = False,
+    results_dir: str | os.PathLike | None = None,
+    device: torch.device | str = "auto",
+    show_progress: bool = True,
+) -> PoisonEvaluation:
     """Retrain a study's victims on the training set with your poisons in it; log and summarise the outcome.
 
     Parameters
@@ -117,16 +147,20 @@ def evaluate_poisons(poison_images: Any, poison_indices: Any, target: int | Any,
         check_choice("target index", int(target), range(len(data.test)))
         label = int(data.test.labels[int(target)])
         if label != config.target_class:
-            raise InvalidChoiceError(f"test image {int(target)} is a {data.classes[label]!r}, the config's target "
-                                     f"class is {data.classes[config.target_class]!r}. Fix: pass "
-                                     f"config=dataclasses.replace(config, target_class={label}), or another target")
+            raise InvalidChoiceError(
+                f"test image {int(target)} is a {data.classes[label]!r}, the config's target "
+                f"class is {data.classes[config.target_class]!r}. Fix: pass "
+                f"config=dataclasses.replace(config, target_class={label}), or another target"
+            )
         target_image = data.test.images[int(target)].cpu()
         key = setup_key(config.target_class, config.poison_class, int(target))
     else:
         target_image = as_uint8_images(target, "the target image", batch=False)
         if target_image.shape != images.shape[1:]:
-            raise InvalidChoiceError(f"the target is {tuple(target_image.shape)}, the poisons "
-                                     f"{tuple(images.shape[1:])}; both must be images of the training set's size")
+            raise InvalidChoiceError(
+                f"the target is {tuple(target_image.shape)}, the poisons "
+                f"{tuple(images.shape[1:])}; both must be images of the training set's size"
+            )
         key = "external-" + _digest(target_image)
     clean = train.images[indices.to(train.images.device)].cpu()
     max_change = int((images.int() - clean.int()).abs().max()) if len(images) else 0
@@ -134,74 +168,118 @@ def evaluate_poisons(poison_images: Any, poison_indices: Any, target: int | Any,
     ident = _digest(images, indices, target_image, config.key().encode(), setting.encode())
     folder = check_writable(resolve_results_dir(results_dir) / "evaluations" / f"{config.trajectory.dataset}-{ident}")
     with exclusive(folder, "the evaluation"):
-        atomic_write_json(folder / "evaluation.json", {"key": key, "setting": setting, "config": config.to_dict(),
-                                                       "indices": indices.tolist(), "max_change": max_change})
+        atomic_write_json(
+            folder / "evaluation.json",
+            {
+                "key": key,
+                "setting": setting,
+                "config": config.to_dict(),
+                "indices": indices.tolist(),
+                "max_change": max_change,
+            },
+        )
         log = ResultsLog(folder / "results.jsonl", {"study": ident, "config": config.to_dict(), "setting": setting})
-        _train_victims(log, config, setting, baseline, data, poisons, target_image, key, results_dir, device,
-                       show_progress)
+        _train_victims(
+            log, config, setting, baseline, data, poisons, target_image, key, results_dir, device, show_progress
+        )
     return PoisonEvaluation(key, setting, config, list(log.rows), max_change, len(images), folder)
 
 
-def _train_victims(log: ResultsLog, config: StudyConfig, setting: str, baseline: bool, data: DataBundle,
-                   poisons: Poisons, target_image: torch.Tensor, key: str, results_dir, device: torch.device,
-                   show_progress: bool) -> None:
+def _train_victims(
+    log: ResultsLog,
+    config: StudyConfig,
+    setting: str,
+    baseline: bool,
+    data: DataBundle,
+    poisons: Poisons,
+    target_image: torch.Tensor,
+    key: str,
+    results_dir,
+    device: torch.device,
+    show_progress: bool,
+) -> None:
     seeds = victim_seeds(config.victim_seed0, config.victims)
     done = log.done()
     adv, true = config.poison_class, config.target_class
     jobs = [(POISONED, poisons)] + ([(baseline_id(setting), None)] if baseline else [])
     surrogate = features = None
     if setting == "transfer":
-        record_trajectories(config.trajectory, data=data, device=device, show_progress=show_progress,
-                            keep_models=True, results_dir=results_dir)
+        record_trajectories(
+            config.trajectory,
+            data=data,
+            device=device,
+            show_progress=show_progress,
+            keep_models=True,
+            results_dir=results_dir,
+        )
         surrogate = load_run_model(default_path(config.trajectory, results_dir), run=0).to(device)
-        features = {"train": extract_features(surrogate, data.train.images, device=device),
-                    "test": extract_features(surrogate, data.test.images, device=device),
-                    "target": extract_features(surrogate, target_image[None], device=device)}
+        features = surrogate_features(surrogate, data, target_image[None], device=device)
     for attack, poison_set in jobs:
         todo = [s for s in seeds if (key, attack, s) not in done]
         if not todo:
             continue
         if setting == "scratch":
-            results = scratch_victims(data, insert_poisons(data.train, poison_set), config.victim_recipe, todo,
-                                      target_image[None], device=device, show_progress=show_progress)
+            results = scratch_victims(
+                data,
+                insert_poisons(data.train, poison_set),
+                config.victim_recipe,
+                todo,
+                target_image[None],
+                device=device,
+                show_progress=show_progress,
+            )
         else:
             rows = poisoned_features(surrogate, features["train"], poison_set, device=device)
-            results = transfer_victims(rows, data.train.labels, features["test"], features["target"],
-                                       data.num_classes, config.head, todo)
+            results = transfer_victims(
+                rows, data.train.labels, features["test"], features["targets"], data.num_classes, config.head, todo
+            )
         name = "external" if attack == POISONED else "none"
 
         def rows_of(seed, target_logits, accuracy, attack=attack, name=name):
-            return [outcome_row(key, attack, seed, target_logits[0], accuracy, adv, true, name=name,
-                                setting=setting)]
+            return [outcome_row(key, attack, seed, target_logits[0], accuracy, adv, true, name=name, setting=setting)]
 
-        log_outcomes(log, results, data.test.labels, rows_of, show_progress=show_progress, total=len(todo),
-                     desc=f"victims ({'poisoned' if attack == POISONED else 'no attack'})")
+        log_outcomes(
+            log,
+            results,
+            data.test.labels,
+            rows_of,
+            show_progress=show_progress,
+            total=len(todo),
+            desc=f"victims ({'poisoned' if attack == POISONED else 'no attack'})",
+        )
 
 
 def _poison_set(images: Any, indices: Any, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The poisons as uint8 ``(P, 3, H, W)`` and their training indices, checked against the clean training set."""
     x = as_uint8_images(images, "the poison images")
     if x.shape[1:] != clean.shape[1:]:
-        raise InvalidChoiceError(f"poison images are {tuple(x.shape[1:])} (channels first), the training set holds "
-                                 f"{tuple(clean.shape[1:])}")
+        raise InvalidChoiceError(
+            f"poison images are {tuple(x.shape[1:])} (channels first), the training set holds {tuple(clean.shape[1:])}"
+        )
     if indices is None:
         if len(x) != len(clean):
-            raise InvalidChoiceError(f"without poison_indices, pass the whole poisoned training set ({len(clean)} "
-                                     f"images), not {len(x)}; or pass the poisons' training indices")
+            raise InvalidChoiceError(
+                f"without poison_indices, pass the whole poisoned training set ({len(clean)} "
+                f"images), not {len(x)}; or pass the poisons' training indices"
+            )
         changed = torch.nonzero((x != clean).flatten(1).any(1)).squeeze(1)
         if len(changed) == 0:
             raise InvalidChoiceError("no image differs from the clean training set: nothing to evaluate")
         return x[changed], changed
     idx = torch.as_tensor(np.asarray(indices.cpu() if torch.is_tensor(indices) else indices))
     if idx.ndim != 1 or len(idx) != len(x) or (len(idx) and (idx.is_floating_point() or idx.dtype == torch.bool)):
-        raise InvalidChoiceError(f"poison_indices must be {len(x)} integer positions (one per poison image), got "
-                                 f"shape {tuple(idx.shape)} of {idx.dtype}")
+        raise InvalidChoiceError(
+            f"poison_indices must be {len(x)} integer positions (one per poison image), got "
+            f"shape {tuple(idx.shape)} of {idx.dtype}"
+        )
     idx = idx.long()
     if len(idx) == 0:
         raise InvalidChoiceError("no poison given: pass at least one poison image and its index")
     if int(idx.min()) < 0 or int(idx.max()) >= len(clean):
-        raise InvalidChoiceError(f"poison indices must lie in [0, {len(clean)}), the training set (after the "
-                                 f"config's class selection); got {int(idx.min())}..{int(idx.max())}")
+        raise InvalidChoiceError(
+            f"poison indices must lie in [0, {len(clean)}), the training set (after the "
+            f"config's class selection); got {int(idx.min())}..{int(idx.max())}"
+        )
     if len(set(idx.tolist())) != len(idx):
         raise InvalidChoiceError("poison indices must be distinct: each training image is poisoned at most once")
     return x, idx
@@ -217,8 +295,16 @@ def _digest(*parts: torch.Tensor | bytes) -> str:
 # -----------------------------------------------------------------------------------------------------------------
 #  measuring a poison set, wherever it was crafted: alignment and feature losses
 # -----------------------------------------------------------------------------------------------------------------
-def alignment(model: nn.Module, target_image: torch.Tensor, adv_class: int, poison_images: torch.Tensor,
-              poison_labels: torch.Tensor, *, setting: str = "scratch", device: torch.device | str = "auto") -> float:
+def alignment(
+    model: nn.Module,
+    target_image: torch.Tensor,
+    adv_class: int,
+    poison_images: torch.Tensor,
+    poison_labels: torch.Tensor,
+    *,
+    setting: str = "scratch",
+    device: torch.device | str = "auto",
+) -> float:
     """Cosine between the target's adversarial gradient and the poisons' training gradient (Witches' Brew's
     alignment; 1 − the gradient-matching loss, without augmentation), over the parameters the victims train.
 
@@ -234,8 +320,14 @@ def alignment(model: nn.Module, target_image: torch.Tensor, adv_class: int, pois
     return 1.0 - _measure(cfg, model, target_image, adv_class, poison_images, poison_labels, device)
 
 
-def feature_loss(model: nn.Module, target_image: torch.Tensor, poison_images: torch.Tensor, *, kind: str = "fc",
-                 device: torch.device | str = "auto") -> float:
+def feature_loss(
+    model: nn.Module,
+    target_image: torch.Tensor,
+    poison_images: torch.Tensor,
+    *,
+    kind: str = "fc",
+    device: torch.device | str = "auto",
+) -> float:
     """The feature-space loss of a poison set against a target, relative to ‖φ(x_t)‖² (0: a perfect collision).
 
     ``kind="fc"``: the mean over poisons of ‖φ(x_j) − φ(x_t)‖² (feature collision); ``"bp"``: ‖mean_j φ(x_j) −
@@ -247,8 +339,15 @@ def feature_loss(model: nn.Module, target_image: torch.Tensor, poison_images: to
     return _measure(cfg, model, target_image, 0, poison_images, labels, device)
 
 
-def _measure(cfg: AttackConfig, model: nn.Module, target_image: torch.Tensor, adv_class: int,
-             poison_images: torch.Tensor, poison_labels: torch.Tensor, device: torch.device | str) -> float:
+def _measure(
+    cfg: AttackConfig,
+    model: nn.Module,
+    target_image: torch.Tensor,
+    adv_class: int,
+    poison_images: torch.Tensor,
+    poison_labels: torch.Tensor,
+    device: torch.device | str,
+) -> float:
     """One evaluation of an attack's loss at given poisons (no augmentation, no optimisation)."""
     device = get_device(device)
     check_images(target_image, "the target image", batch=False)

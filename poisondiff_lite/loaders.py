@@ -102,8 +102,10 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"again with load_dataset('cifar10', download=True)."
         ) from exc
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise DatasetCorruptError(f"CIFAR-10 batch {path} has data {data.shape} and {len(labels)} labels; "
-                                  f"expected (N, 3072) and N labels. Fix: delete {path.parent} and download again.")
+        raise DatasetCorruptError(
+            f"CIFAR-10 batch {path} has data {data.shape} and {len(labels)} labels; "
+            f"expected (N, 3072) and N labels. Fix: delete {path.parent} and download again."
+        )
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -122,15 +124,20 @@ def load_cifar10(root: str | os.PathLike | None = None, *, download: bool = Fals
         _download_cifar10(root)
         folder = _find_cifar10(root)
     if folder is None:
-        raise _missing("CIFAR-10", root, [root / "cifar-10-batches-py", root / "cifar10-subset"],
-                       "download it with load_dataset('cifar10', download=True) (DOWNLOAD = True in the notebooks)")
+        raise _missing(
+            "CIFAR-10",
+            root,
+            [root / "cifar-10-batches-py", root / "cifar10-subset"],
+            "download it with load_dataset('cifar10', download=True) (DOWNLOAD = True in the notebooks)",
+        )
     kinds = set()
     if verify:
         for name in CIFAR10_BATCHES:
             path = folder / name
             if not path.exists():
-                raise DatasetCorruptError(f"CIFAR-10 folder {folder} lacks {name}. Fix: delete {folder} and "
-                                          f"download again.")
+                raise DatasetCorruptError(
+                    f"CIFAR-10 folder {folder} lacks {name}. Fix: delete {folder} and download again."
+                )
             digest = _md5(path)
             kind = next((k for k, table in CIFAR10_MD5.items() if table[name] == digest), None)
             if kind is None:
@@ -148,14 +155,24 @@ def load_cifar10(root: str | os.PathLike | None = None, *, download: bool = Fals
         with open(folder / "batches.meta", "rb") as handle:
             classes = tuple(pickle.load(handle, encoding="latin1")["label_names"])
     except Exception as exc:
-        raise DatasetCorruptError(f"cannot read {folder / 'batches.meta'} ({exc}). Fix: delete {folder} and "
-                                  f"download again.") from exc
-    train_set = ImageDataset(torch.from_numpy(np.concatenate([x for x, _ in train])),
-                             torch.from_numpy(np.concatenate([y for _, y in train])))
+        raise DatasetCorruptError(
+            f"cannot read {folder / 'batches.meta'} ({exc}). Fix: delete {folder} and download again."
+        ) from exc
+    train_set = ImageDataset(
+        torch.from_numpy(np.concatenate([x for x, _ in train])), torch.from_numpy(np.concatenate([y for _, y in train]))
+    )
     test_set = ImageDataset(torch.from_numpy(test_x.copy()), torch.from_numpy(test_y))
     kind = kinds.pop() if kinds else "unverified"
-    return DataBundle("cifar10", train_set, test_set, classes, CIFAR10_MEAN, CIFAR10_STD,
-                      source=f"{folder} ({kind})", notes={"files": kind})
+    return DataBundle(
+        "cifar10",
+        train_set,
+        test_set,
+        classes,
+        CIFAR10_MEAN,
+        CIFAR10_STD,
+        source=f"{folder} ({kind})",
+        notes={"files": kind},
+    )
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -195,8 +212,12 @@ def _obtain_tiny(root: Path, download: bool) -> Path:
         folder = _find_tiny(root)
         if folder is not None:
             return folder
-    raise _missing("TinyImageNet", root, [root / n for n in TINY_FOLDERS] + [archive],
-                   "download it with load_dataset('tinyimagenet', download=True) or unpack tiny-imagenet-200.zip there")
+    raise _missing(
+        "TinyImageNet",
+        root,
+        [root / n for n in TINY_FOLDERS] + [archive],
+        "download it with load_dataset('tinyimagenet', download=True) or unpack tiny-imagenet-200.zip there",
+    )
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -206,8 +227,10 @@ def _decode(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"))
     except Exception as exc:
-        raise DatasetCorruptError(f"cannot decode image {path} ({exc}). Fix: restore that file from the original "
-                                  f"tiny-imagenet-200.zip, or delete the folder and download again.") from exc
+        raise DatasetCorruptError(
+            f"cannot decode image {path} ({exc}). Fix: restore that file from the original "
+            f"tiny-imagenet-200.zip, or delete the folder and download again."
+        ) from exc
     if array.shape != (64, 64, 3):
         raise DatasetCorruptError(f"image {path} has shape {array.shape}, expected (64, 64, 3).")
     return array.transpose(2, 0, 1)
@@ -221,8 +244,9 @@ def _read_tiny(folder: Path, show_progress: bool) -> dict[str, np.ndarray]:
     for wnid in wnids:
         image_dir = folder / "train" / wnid / "images"
         if not image_dir.is_dir():
-            raise DatasetCorruptError(f"{image_dir} is missing although {wnid} is in wnids.txt. Fix: re-extract "
-                                      f"the dataset.")
+            raise DatasetCorruptError(
+                f"{image_dir} is missing although {wnid} is in wnids.txt. Fix: re-extract the dataset."
+            )
         files = sorted(image_dir.glob("*.JPEG"))
         train_files += files
         train_labels += [index[wnid]] * len(files)
@@ -249,14 +273,22 @@ def _read_tiny(folder: Path, show_progress: bool) -> dict[str, np.ndarray]:
             wnid, _, text = line.partition("\t")
             words[wnid] = text
     return {
-        "train_x": images["train"], "train_y": np.asarray(train_labels, dtype=np.int64),
-        "val_x": images["val"], "val_y": np.asarray(val_labels, dtype=np.int64),
-        "wnids": np.asarray(wnids), "names": np.asarray([words.get(w, w) for w in wnids]),
+        "train_x": images["train"],
+        "train_y": np.asarray(train_labels, dtype=np.int64),
+        "val_x": images["val"],
+        "val_y": np.asarray(val_labels, dtype=np.int64),
+        "wnids": np.asarray(wnids),
+        "names": np.asarray([words.get(w, w) for w in wnids]),
     }
 
 
-def load_tinyimagenet(root: str | os.PathLike | None = None, *, download: bool = False,
-                      cache_dir: str | os.PathLike | None = None, progress_bar: bool = True) -> DataBundle:
+def load_tinyimagenet(
+    root: str | os.PathLike | None = None,
+    *,
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    progress_bar: bool = True,
+) -> DataBundle:
     """Load TinyImageNet (``tiny-imagenet-200`` layout; the val split serves as test) as uint8 tensors.
 
     The JPEGs are decoded once and cached as one ``.npy`` bundle in `cache_dir` (see `resolve_cache_dir`).
@@ -280,5 +312,13 @@ def load_tinyimagenet(root: str | os.PathLike | None = None, *, download: bool =
     train = ImageDataset(torch.from_numpy(arrays["train_x"]), torch.from_numpy(arrays["train_y"]))
     test = ImageDataset(torch.from_numpy(arrays["val_x"]), torch.from_numpy(arrays["val_y"]))
     names = tuple(str(n) for n in arrays["names"])
-    return DataBundle("tinyimagenet", train, test, names, IMAGENET_MEAN, IMAGENET_STD, source=str(folder),
-                      notes={"wnids": tuple(str(w) for w in arrays["wnids"])})
+    return DataBundle(
+        "tinyimagenet",
+        train,
+        test,
+        names,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        source=str(folder),
+        notes={"wnids": tuple(str(w) for w in arrays["wnids"])},
+    )

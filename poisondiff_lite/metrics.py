@@ -21,16 +21,18 @@ def _checkpoints(array: np.ndarray, burn_in: int = 0) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim == 3:
         if not 0 <= burn_in < array.shape[1]:
-            raise InvalidChoiceError(f"burn_in must be in [0, {array.shape[1]}) for {array.shape[1]} epochs, got "
-                                     f"{burn_in}")
+            raise InvalidChoiceError(
+                f"burn_in must be in [0, {array.shape[1]}) for {array.shape[1]} epochs, got {burn_in}"
+            )
         array = array[:, burn_in:]
         return array.reshape(-1, array.shape[-1])
     if array.ndim == 2:
         if burn_in:
             raise InvalidChoiceError("burn_in needs (runs, epochs, examples) arrays")
         return array
-    raise InvalidChoiceError(f"expected an array of shape (runs, epochs, examples) or (checkpoints, examples), got "
-                             f"{array.shape}")
+    raise InvalidChoiceError(
+        f"expected an array of shape (runs, epochs, examples) or (checkpoints, examples), got {array.shape}"
+    )
 
 
 def _check_predictions(flat: np.ndarray, num_classes: int | None = None) -> np.ndarray:
@@ -38,16 +40,20 @@ def _check_predictions(flat: np.ndarray, num_classes: int | None = None) -> np.n
     `num_classes` are errors, not silently wrong answers."""
     if flat.dtype.kind == "f":
         if flat.size and not (np.isfinite(flat).all() and (flat == np.round(flat)).all()):
-            raise InvalidChoiceError("predictions must be whole class indices; got NaN, inf or fractions "
-                                     "(pass argmax classes, not probabilities)")
+            raise InvalidChoiceError(
+                "predictions must be whole class indices; got NaN, inf or fractions "
+                "(pass argmax classes, not probabilities)"
+            )
     elif flat.dtype.kind not in "iub":
         raise InvalidChoiceError(f"predictions must be integer class indices, got dtype {flat.dtype}")
     flat = flat.astype(np.int64)
     upper = np.iinfo(np.int64).max if num_classes is None else num_classes
     if flat.size and (flat.min() < 0 or flat.max() >= upper):
         bound = "[0, ...)" if num_classes is None else f"[0, {num_classes})"
-        raise InvalidChoiceError(f"predictions must lie in {bound}; got [{flat.min()}, {flat.max()}] "
-                                 f"(unfinished runs hold -1: use Trajectory.finished())")
+        raise InvalidChoiceError(
+            f"predictions must lie in {bound}; got [{flat.min()}, {flat.max()}] "
+            f"(unfinished runs hold -1: use Trajectory.finished())"
+        )
     return flat
 
 
@@ -56,8 +62,9 @@ def _check_scores(values: np.ndarray, what: str, *, unit: bool = True) -> np.nda
     values = np.asarray(values, dtype=np.float64)
     if values.size and not np.isfinite(values).all():
         where = np.flatnonzero(~np.isfinite(values))[:5].tolist()
-        raise InvalidChoiceError(f"{what} contain NaN or inf (at positions {where}"
-                                 f"...); compute them from finished runs only")
+        raise InvalidChoiceError(
+            f"{what} contain NaN or inf (at positions {where}...); compute them from finished runs only"
+        )
     if unit and values.size and (values.min() < 0 or values.max() > 1):
         raise InvalidChoiceError(f"{what} must lie in [0, 1], got [{values.min():g}, {values.max():g}]")
     return values
@@ -111,8 +118,13 @@ def dps(preds: np.ndarray, num_classes: int, *, burn_in: int = 0) -> tuple[np.nd
     return counts.max(axis=1) / counts.sum(axis=1), dominant
 
 
-def epa_buckets(values: np.ndarray, per_bucket: int = 10,
-                percentiles: Sequence[float] = (0.2, 0.4, 0.6, 0.8), *, middle: bool = False) -> dict[str, np.ndarray]:
+def epa_buckets(
+    values: np.ndarray,
+    per_bucket: int = 10,
+    percentiles: Sequence[float] = (0.2, 0.4, 0.6, 0.8),
+    *,
+    middle: bool = False,
+) -> dict[str, np.ndarray]:
     """The authors' six buckets: positions (into `values`) of the lowest `per_bucket`, the `per_bucket` starting at
     each percentile position ``int(p * n)`` of the stable ascending order, and the highest `per_bucket`.
 
@@ -128,16 +140,23 @@ def epa_buckets(values: np.ndarray, per_bucket: int = 10,
     buckets = {"lowest": order[:per_bucket]}
     for p in percentiles:
         start = min(int(p * n), n - per_bucket)
-        buckets[f"p{round(p * 100)}"] = order[start:start + per_bucket]
-    buckets["highest"] = order[n - per_bucket:]
+        buckets[f"p{round(p * 100)}"] = order[start : start + per_bucket]
+    buckets["highest"] = order[n - per_bucket :]
     if middle:
         start = min(max(n // 2 - per_bucket // 2, 0), n - per_bucket)
-        buckets["middle"] = order[start:start + per_bucket]
+        buckets["middle"] = order[start : start + per_bucket]
     return buckets
 
 
-def select_targets(epa_values: np.ndarray, labels: np.ndarray, target_class: int, *, per_bucket: int = 10,
-                   indices: np.ndarray | None = None, middle: bool = False) -> list[dict]:
+def select_targets(
+    epa_values: np.ndarray,
+    labels: np.ndarray,
+    target_class: int,
+    *,
+    per_bucket: int = 10,
+    indices: np.ndarray | None = None,
+    middle: bool = False,
+) -> list[dict]:
     """Pick attack targets of `target_class` from each EPA bucket as the authors do (arXiv 2509.06896, target choice).
 
     Returns
@@ -152,8 +171,11 @@ def select_targets(epa_values: np.ndarray, labels: np.ndarray, target_class: int
         present = sorted(set(labels.tolist()))
         raise InvalidChoiceError(f"no example has class {target_class}; classes present: {present}")
     buckets = epa_buckets(epa_values[members], per_bucket, middle=middle)
-    return [{"bucket": name, "index": int(indices[members[pos]]), "epa": float(epa_values[members[pos]])}
-            for name, positions in buckets.items() for pos in positions]
+    return [
+        {"bucket": name, "index": int(indices[members[pos]]), "epa": float(epa_values[members[pos]])}
+        for name, positions in buckets.items()
+        for pos in positions
+    ]
 
 
 def per_class_mean(values: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -171,5 +193,11 @@ def trajectory_metrics(traj) -> dict[str, np.ndarray]:
     if done.completed == 0:
         raise InvalidChoiceError("the trajectory has no finished run yet; record at least one run")
     score, dominant = dps(done.preds, done.num_classes)
-    return {"epa": epa(done.preds, done.labels), "soft_epa": soft_epa(done.true_prob), "dps": score,
-            "dominant": dominant, "labels": done.labels, "indices": done.indices}
+    return {
+        "epa": epa(done.preds, done.labels),
+        "soft_epa": soft_epa(done.true_prob),
+        "dps": score,
+        "dominant": dominant,
+        "labels": done.labels,
+        "indices": done.indices,
+    }

@@ -15,16 +15,26 @@ import torch.nn as nn
 import torchvision
 
 from .errors import InvalidChoiceError, check_choice
+from .plugins import load_plugins
 
-MODELS = ("fastnet", "fastnet_small", "resnet18", "resnet18_cifar", "vgg13", "vgg16", "vgg13_torchvision",
-          "vgg16_torchvision")
+MODELS = (
+    "fastnet",
+    "fastnet_small",
+    "resnet18",
+    "resnet18_cifar",
+    "vgg13",
+    "vgg16",
+    "vgg13_torchvision",
+    "vgg16_torchvision",
+)
 
 
 class Classifier(nn.Module):
     """``head(body(normalise(x)))`` with `x` float in [0, 1], shape ``(B, 3, H, W)``."""
 
-    def __init__(self, body: nn.Module, head: nn.Linear, mean: tuple[float, ...], std: tuple[float, ...],
-                 head_scale: float = 1.0) -> None:
+    def __init__(
+        self, body: nn.Module, head: nn.Linear, mean: tuple[float, ...], std: tuple[float, ...], head_scale: float = 1.0
+    ) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
@@ -126,11 +136,17 @@ def register_model(name: str, factory: Callable[[int], tuple[nn.Module, nn.Linea
 
 def model_names() -> tuple[str, ...]:
     """The built-in models and any registered with `register_model`."""
+    load_plugins()  # the modules named in $POISONDIFF_PLUGINS register theirs
     return MODELS + tuple(CUSTOM_MODELS)
 
 
-def build_model(name: str, num_classes: int, *, mean: tuple[float, ...] = (0.5, 0.5, 0.5),
-                std: tuple[float, ...] = (0.25, 0.25, 0.25)) -> Classifier:
+def build_model(
+    name: str,
+    num_classes: int,
+    *,
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5),
+    std: tuple[float, ...] = (0.25, 0.25, 0.25),
+) -> Classifier:
     """Build a fresh, randomly initialised model (seed with `torch.manual_seed` first for reproducibility).
 
     Parameters
@@ -156,4 +172,3 @@ def build_model(name: str, num_classes: int, *, mean: tuple[float, ...] = (0.5, 
     else:
         body, head = _vgg(int(name[3:]), num_classes)
     return Classifier(body, head, mean, std)
-

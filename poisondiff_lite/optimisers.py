@@ -25,8 +25,15 @@ def _project(delta: torch.Tensor, base: torch.Tensor, eps: float) -> None:
     delta.copy_((base + delta).clamp_(0, 1) - base)
 
 
-def signed_adam(objective: Objective, base: torch.Tensor, cfg: AttackConfig, *, seed: int = 0,
-                show_progress: bool = False, desc: str = "crafting") -> tuple[torch.Tensor, list[float], list[float]]:
+def signed_adam(
+    objective: Objective,
+    base: torch.Tensor,
+    cfg: AttackConfig,
+    *,
+    seed: int = 0,
+    show_progress: bool = False,
+    desc: str = "crafting",
+) -> tuple[torch.Tensor, list[float], list[float]]:
     """Minimise `objective` over perturbations of `base` with signed Adam, projection and restarts.
 
     Returns
@@ -75,8 +82,9 @@ def signed_adam(objective: Objective, base: torch.Tensor, cfg: AttackConfig, *, 
     return best[1], best[2], restart_losses
 
 
-def benchmark_descent(model: nn.Module, target: torch.Tensor, base: torch.Tensor, cfg: AttackConfig, *,
-                      show_progress: bool = False) -> tuple[torch.Tensor, list[float], list[float]]:
+def benchmark_descent(
+    model: nn.Module, target: torch.Tensor, base: torch.Tensor, cfg: AttackConfig, *, show_progress: bool = False
+) -> tuple[torch.Tensor, list[float], list[float]]:
     """Feature collision as the poisoning benchmark optimises it, every poison on its own.
 
     Each poison starts at ``watermark · x_t + (1 − watermark) · b`` and takes up to ``steps`` plain gradient steps
@@ -100,8 +108,7 @@ def benchmark_descent(model: nn.Module, target: torch.Tensor, base: torch.Tensor
     active = torch.ones(len(base), dtype=torch.bool, device=base.device)
     current = torch.full((len(base),), math.inf, device=base.device)  # the first step is always taken (projecting)
     losses = []
-    for _ in progress(range(cfg.steps), enable=show_progress, desc="crafting FC (benchmark)", unit="step",
-                      leave=False):
+    for _ in progress(range(cfg.steps), enable=show_progress, desc="crafting FC (benchmark)", unit="step", leave=False):
         candidate = x.clone()
         for c in chunks:
             xc = x[c].clone().requires_grad_(True)

@@ -16,8 +16,14 @@ CIFAR10_GM_BY_BUCKET = {
     "p80": (0.484, 0.439, 8),
     "highest": (0.542, 0.368, 9),
 }
-CIFAR10_GM_EPA_RANGES = {"lowest": "0.003-0.025", "p20": "0.491-0.506", "p40": "0.722-0.731",
-                         "p60": "0.853-0.859", "p80": "0.941-0.944", "highest": "0.997-1.000"}
+CIFAR10_GM_EPA_RANGES = {
+    "lowest": "0.003-0.025",
+    "p20": "0.491-0.506",
+    "p40": "0.722-0.731",
+    "p60": "0.853-0.859",
+    "p80": "0.941-0.944",
+    "highest": "0.997-1.000",
+}
 CIFAR10_GM_POOLED = {"pearson_epa": -0.484, "spearman_epa": -0.597, "n": 54}
 
 # CIFAR-10 ResNet-18, 200 airplane targets, EPA/DPS from 8 x 100 epochs: Pearson(ASR, metric)
@@ -25,14 +31,24 @@ CIFAR10_CORRELATIONS = {"GM": {"epa": -0.143849, "dps": -0.094689}, "BP": {"epa"
 
 # CIFAR-10 ResNet-18, GM budget sweep (fraction of the training set): (group, budget) -> mean ASR
 CIFAR10_GM_BUDGET_SWEEP = {
-    ("high EPA", 0.01): 0.6375, ("high EPA", 0.015): 0.700, ("high EPA", 0.02): 0.775, ("high EPA", 0.03): 0.7125,
-    ("high EPA", 0.05): 0.725, ("low EPA", 0.001): 0.700, ("low EPA", 0.0025): 0.975, ("low EPA", 0.005): 0.975,
-    ("low EPA", 0.0075): 0.950, ("low EPA", 0.01): 1.000,
+    ("high EPA", 0.01): 0.6375,
+    ("high EPA", 0.015): 0.700,
+    ("high EPA", 0.02): 0.775,
+    ("high EPA", 0.03): 0.7125,
+    ("high EPA", 0.05): 0.725,
+    ("low EPA", 0.001): 0.700,
+    ("low EPA", 0.0025): 0.975,
+    ("low EPA", 0.005): 0.975,
+    ("low EPA", 0.0075): 0.950,
+    ("low EPA", 0.01): 1.000,
 }
 
 # TinyImageNet VGG-16, goldfish -> salamander (y_p = 1), 4 targets per group: mean ASR (GM, BP)
-TINYIMAGENET_BY_GROUP = {"high": {"GM": 0.656, "BP": 0.719}, "middle": {"GM": 0.844, "BP": 0.625},
-                         "low": {"GM": 0.281, "BP": 0.344}}
+TINYIMAGENET_BY_GROUP = {
+    "high": {"GM": 0.656, "BP": 0.719},
+    "middle": {"GM": 0.844, "BP": 0.625},
+    "low": {"GM": 0.281, "BP": 0.344},
+}
 # the matching EPA buckets of our studies
 TINYIMAGENET_GROUP_OF_BUCKET = {"lowest": "low", "p40": "middle", "highest": "high"}
 
@@ -50,5 +66,13 @@ PRIOR_WORK = {
 
 def cifar10_gm_rows() -> list[dict]:
     """The CIFAR-10 GM bucket table as rows (for `study.format_table`)."""
-    return [{"bucket": b, "authors_mean_asr": m, "authors_std": s, "authors_targets": n,
-             "authors_epa": CIFAR10_GM_EPA_RANGES[b]} for b, (m, s, n) in CIFAR10_GM_BY_BUCKET.items()]
+    return [
+        {
+            "bucket": b,
+            "authors_mean_asr": m,
+            "authors_std": s,
+            "authors_targets": n,
+            "authors_epa": CIFAR10_GM_EPA_RANGES[b],
+        }
+        for b, (m, s, n) in CIFAR10_GM_BY_BUCKET.items()
+    ]

@@ -19,6 +19,22 @@ from .utils import format_number, read_json, resolve_results_dir
 from .victims import ResultsLog, asr_interval, success_table
 
 
+# the columns of a study's correlation table, as the CLI and the notebooks print it
+CORRELATION_COLUMNS = [
+    "label",
+    "metric_label",
+    "n",
+    "successes",
+    "pearson",
+    "pearson_p",
+    "spearman",
+    "spearman_p",
+    "auroc",
+    "auroc_low",
+    "auroc_high",
+]
+
+
 @dataclass
 class StudyResults:
     """A (possibly partial) study: its targets with their metrics, and one row per finished victim."""
@@ -61,10 +77,20 @@ class StudyResults:
                 if wins is None:
                     continue
                 low, high = asr_interval(int(wins.sum()), len(wins))
-                out.append({**t, **self._tau_variants(t), "attack": ident, "label": self.label(ident),
-                            "victims": len(wins),
-                            "successes": int(wins.sum()), "asr": float(wins.mean()), "asr_low": low, "asr_high": high,
-                            "clean_accuracy": float(np.mean(accuracy[(t["key"], ident)]))})
+                out.append(
+                    {
+                        **t,
+                        **self._tau_variants(t),
+                        "attack": ident,
+                        "label": self.label(ident),
+                        "victims": len(wins),
+                        "successes": int(wins.sum()),
+                        "asr": float(wins.mean()),
+                        "asr_low": low,
+                        "asr_high": high,
+                        "clean_accuracy": float(np.mean(accuracy[(t["key"], ident)])),
+                    }
+                )
         return out
 
     def _tau_variants(self, target: dict[str, Any]) -> dict[str, float]:
@@ -73,8 +99,12 @@ class StudyResults:
         if not self.classes:
             return {}
         own = self.config.tau_variant
-        return {f"tau_{v}": float(target["tau"]) * lambert_denominator(len(self.classes), own)
-                / lambert_denominator(len(self.classes), v) for v in VARIANTS}
+        return {
+            f"tau_{v}": float(target["tau"])
+            * lambert_denominator(len(self.classes), own)
+            / lambert_denominator(len(self.classes), v)
+            for v in VARIANTS
+        }
 
     def by_bucket(self) -> list[dict[str, Any]]:
         """Mean ± population std of ASR over the targets of each (attack, bucket), as the authors report.
@@ -91,10 +121,20 @@ class StudyResults:
                 wins = sum(r["successes"] for r in group)
                 trials = sum(r["victims"] for r in group)
                 low, high = asr_interval(wins, trials)
-                out.append({"attack": ident, "label": self.label(ident), "bucket": bucket, "targets": summary["n"],
-                            "mean_asr": summary["mean"], "std_asr": summary["std"], "pooled_low": low,
-                            "pooled_high": high, "mean_epa": float(np.mean([r["epa"] for r in group])),
-                            "clean_accuracy": float(np.mean([r["clean_accuracy"] for r in group]))})
+                out.append(
+                    {
+                        "attack": ident,
+                        "label": self.label(ident),
+                        "bucket": bucket,
+                        "targets": summary["n"],
+                        "mean_asr": summary["mean"],
+                        "std_asr": summary["std"],
+                        "pooled_low": low,
+                        "pooled_high": high,
+                        "mean_epa": float(np.mean([r["epa"] for r in group])),
+                        "clean_accuracy": float(np.mean([r["clean_accuracy"] for r in group])),
+                    }
+                )
         return out
 
     def correlations(self, metrics: tuple[str, ...] = METRICS) -> list[dict[str, Any]]:
@@ -114,20 +154,32 @@ class StudyResults:
             for metric in metrics:
                 values = np.array([r[metric] for r in mine], dtype=np.float64)
                 low, high = auroc_interval(values, success)
-                out.append({"attack": ident, "label": self.label(ident), "metric": metric,
-                            "metric_label": METRIC_LABELS[metric], "n": len(mine), "successes": int(success.sum()),
-                            "pearson": pearson(values, asr),
-                            "pearson_p": correlation_pvalue(values, asr, method="pearson"),
-                            "spearman": spearman(values, asr),
-                            "spearman_p": correlation_pvalue(values, asr, method="spearman"),
-                            "auroc": auroc(values, success), "auroc_low": low, "auroc_high": high})
+                out.append(
+                    {
+                        "attack": ident,
+                        "label": self.label(ident),
+                        "metric": metric,
+                        "metric_label": METRIC_LABELS[metric],
+                        "n": len(mine),
+                        "successes": int(success.sum()),
+                        "pearson": pearson(values, asr),
+                        "pearson_p": correlation_pvalue(values, asr, method="pearson"),
+                        "spearman": spearman(values, asr),
+                        "spearman_p": correlation_pvalue(values, asr, method="spearman"),
+                        "auroc": auroc(values, success),
+                        "auroc_low": low,
+                        "auroc_high": high,
+                    }
+                )
         return out
 
     def targets_done(self) -> int:
         """Targets whose every attack has all its victims logged."""
         successes = success_table(self.rows)
-        return sum(all(len(successes.get((t["key"], a), ())) >= self.config.victims for a in self.attack_ids())
-                   for t in self.targets)
+        return sum(
+            all(len(successes.get((t["key"], a), ())) >= self.config.victims for a in self.attack_ids())
+            for t in self.targets
+        )
 
     def complete(self) -> bool:
         """Every (target, attack) has all its victims."""
@@ -141,6 +193,7 @@ def target_groups(target: dict[str, Any]) -> list[str]:
 
 def format_table(rows: list[dict[str, Any]], columns: list[str], *, floats: str = ".3f") -> str:
     """A fixed-width text table (no pandas needed) of `columns` of `rows`; floats formatted with `floats`."""
+
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return format_number(v, floats)
@@ -168,16 +221,19 @@ def read_study(folder: str | os.PathLike, config: StudyConfig | None = None) -> 
         try:
             config = StudyConfig.from_dict(read_json(folder / "study.json", STUDY_JSON_FIX))
         except (TypeError, ValueError) as exc:
-            raise ResultsFileError(f"{folder / 'study.json'} does not describe a study ({exc}). "
-                                   f"Fix: {STUDY_JSON_FIX}") from None
+            raise ResultsFileError(
+                f"{folder / 'study.json'} does not describe a study ({exc}). Fix: {STUDY_JSON_FIX}"
+            ) from None
     targets = read_targets(folder / "targets.json")
     log = ResultsLog.read(folder / "results.jsonl")
     return StudyResults(config, targets["targets"], log.rows, targets["classes"], folder)
 
 
 STUDY_JSON_FIX = "rerun the study with its config (run_study / poisondiff study), which writes it again"
-TARGETS_FIX = ("delete it; the study chooses its targets again (the same ones: the choice is deterministic) and keeps "
-               "the victims already logged")
+TARGETS_FIX = (
+    "delete it; the study chooses its targets again (the same ones: the choice is deterministic) and keeps "
+    "the victims already logged"
+)
 
 
 def read_targets(path: Path) -> dict[str, Any]:
@@ -186,8 +242,9 @@ def read_targets(path: Path) -> dict[str, Any]:
     try:
         return {"targets": _from_json(saved["targets"]), "classes": tuple(saved.get("classes", ()))}
     except (TypeError, KeyError, AttributeError) as exc:
-        raise ResultsFileError(f"{path} does not hold a study's targets ({type(exc).__name__}: {exc}). "
-                               f"Fix: {TARGETS_FIX}") from None
+        raise ResultsFileError(
+            f"{path} does not hold a study's targets ({type(exc).__name__}: {exc}). Fix: {TARGETS_FIX}"
+        ) from None
 
 
 def find_studies(results_dir: str | os.PathLike | None = None) -> list[StudyResults]:

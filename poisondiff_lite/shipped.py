@@ -29,12 +29,18 @@ STUDY_FILES = ("study.json", "targets.json", "results.jsonl")
 # name -> (the preset that makes it, the command that reproduces it); a test checks each shipped study against
 # its preset
 LAB_STUDIES: dict[str, tuple[Callable[[], StudyConfig], str]] = {
-    "cifar10-lab-scratch": (lambda: StudyConfig.lab("cifar10", "scratch"),
-                            "poisondiff study --lab --dataset cifar10 --no-progress"),
-    "cifar10-lab-transfer": (lambda: StudyConfig.lab("cifar10", "transfer"),
-                             "poisondiff study --lab --transfer --dataset cifar10 --no-progress"),
-    "tinyimagenet-lab-scratch": (lambda: StudyConfig.lab("tinyimagenet", "scratch"),
-                                 "poisondiff study --lab --dataset tinyimagenet --workers 2 --no-progress"),
+    "cifar10-lab-scratch": (
+        lambda: StudyConfig.lab("cifar10", "scratch"),
+        "poisondiff study --lab --dataset cifar10 --no-progress",
+    ),
+    "cifar10-lab-transfer": (
+        lambda: StudyConfig.lab("cifar10", "transfer"),
+        "poisondiff study --lab --transfer --dataset cifar10 --no-progress",
+    ),
+    "tinyimagenet-lab-scratch": (
+        lambda: StudyConfig.lab("tinyimagenet", "scratch"),
+        "poisondiff study --lab --dataset tinyimagenet --workers 2 --no-progress",
+    ),
 }
 
 
@@ -60,14 +66,24 @@ def shipped_study(name: str) -> StudyResults:
     folder = shipped_path(name)
     missing = [f for f in STUDY_FILES if not (folder / f).exists()]
     if missing:
-        raise ResultsFileError(f"the shipped study {name!r} lacks {', '.join(missing)}. Fix: reinstall the package "
-                               f"(pip install --force-reinstall poisondiff-lite).")
+        raise ResultsFileError(
+            f"the shipped study {name!r} lacks {', '.join(missing)}. Fix: reinstall the package "
+            f"(pip install --force-reinstall poisondiff-lite)."
+        )
     return read_study(folder)
 
 
-def ship(result: StudyResults, name: str, *, description: str, command: str, wall_seconds: float,
-         code_version: str | None = None, allow_partial: bool = False,
-         destination: str | os.PathLike = SHIPPED_DIR) -> Path:
+def ship(
+    result: StudyResults,
+    name: str,
+    *,
+    description: str,
+    command: str,
+    wall_seconds: float,
+    code_version: str | None = None,
+    allow_partial: bool = False,
+    destination: str | os.PathLike = SHIPPED_DIR,
+) -> Path:
     """Copy a finished study (without its poisons) into the package's shipped studies, with its provenance.
 
     Parameters
@@ -89,13 +105,23 @@ def ship(result: StudyResults, name: str, *, description: str, command: str, wal
         shutil.copyfile(Path(result.path) / file, folder / file)
     import torch  # only for its version
 
-    atomic_write_json(folder / "provenance.json", {
-        "description": description, "command": command, "code_version": code_version or _code_version(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
-        "wall_seconds": round(float(wall_seconds), 1), "study_key": result.config.key(),
-        "targets": len(result.targets), "victim_rows": len(result.rows), "complete": result.complete(),
-        "targets_done": result.targets_done(), "torch": torch.__version__})
+    atomic_write_json(
+        folder / "provenance.json",
+        {
+            "description": description,
+            "command": command,
+            "code_version": code_version or _code_version(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+            "wall_seconds": round(float(wall_seconds), 1),
+            "study_key": result.config.key(),
+            "targets": len(result.targets),
+            "victim_rows": len(result.rows),
+            "complete": result.complete(),
+            "targets_done": result.targets_done(),
+            "torch": torch.__version__,
+        },
+    )
     return folder
 
 
@@ -104,8 +130,14 @@ def _code_version() -> str:
     from . import __version__
 
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10, check=True)
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
         return f"{__version__} ({out.stdout.strip()})"
     except (OSError, subprocess.SubprocessError):
         return __version__

@@ -21,11 +21,27 @@ from .errors import InvalidChoiceError
 from .models import Classifier
 
 # modules that act on each channel on its own: they are shared as they are
-CHANNELWISE = (nn.GELU, nn.ReLU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-               nn.AdaptiveMaxPool2d, nn.Flatten, nn.Identity, nn.Dropout)
+CHANNELWISE = (
+    nn.GELU,
+    nn.ReLU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Flatten,
+    nn.Identity,
+    nn.Dropout,
+)
 # containers whose forward only chains children, adds tensors or flattens: their children are stacked
-CONTAINERS = (nn.Sequential, torchvision.models.resnet.BasicBlock, torchvision.models.resnet.Bottleneck,
-              torchvision.models.ResNet)
+CONTAINERS = (
+    nn.Sequential,
+    torchvision.models.resnet.BasicBlock,
+    torchvision.models.resnet.Bottleneck,
+    torchvision.models.ResNet,
+)
 
 
 def unstackable_part(model: nn.Module) -> str | None:
@@ -67,11 +83,21 @@ def _widened(module: nn.Module, members: int) -> nn.Module:
     """An empty copy of `module` holding `members` copies of its channels (weights are loaded afterwards)."""
     if isinstance(module, nn.Conv2d):
         c = module
-        return nn.Conv2d(c.in_channels * members, c.out_channels * members, c.kernel_size, c.stride, c.padding,
-                         c.dilation, c.groups * members, c.bias is not None, c.padding_mode)
+        return nn.Conv2d(
+            c.in_channels * members,
+            c.out_channels * members,
+            c.kernel_size,
+            c.stride,
+            c.padding,
+            c.dilation,
+            c.groups * members,
+            c.bias is not None,
+            c.padding_mode,
+        )
     if isinstance(module, nn.BatchNorm2d):
-        return nn.BatchNorm2d(module.num_features * members, module.eps, module.momentum, module.affine,
-                              module.track_running_stats)
+        return nn.BatchNorm2d(
+            module.num_features * members, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
     if isinstance(module, CHANNELWISE):
         return copy.deepcopy(module)
     wide = copy.copy(module)  # a container: same forward, widened children

@@ -20,8 +20,9 @@ def _finite_pairs(metric: Sequence[float], outcome: Sequence[float]) -> tuple[np
     metric = np.asarray(metric, dtype=np.float64)
     outcome = np.asarray(outcome, dtype=np.float64)
     if metric.shape != outcome.shape or metric.ndim != 1:
-        raise InvalidChoiceError(f"metric and outcome must be 1-D of one length, got {metric.shape} and "
-                                 f"{outcome.shape}")
+        raise InvalidChoiceError(
+            f"metric and outcome must be 1-D of one length, got {metric.shape} and {outcome.shape}"
+        )
     keep = np.isfinite(metric) & np.isfinite(outcome)
     return metric[keep], outcome[keep]
 
@@ -64,8 +65,14 @@ def _groups(metric: Sequence[float], success: Sequence[bool]) -> tuple[np.ndarra
     return metric[success], metric[~success]
 
 
-def correlation_pvalue(metric: Sequence[float], outcome: Sequence[float], *, method: str = "spearman",
-                       resamples: int = 10_000, seed: int = 0) -> float:
+def correlation_pvalue(
+    metric: Sequence[float],
+    outcome: Sequence[float],
+    *,
+    method: str = "spearman",
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> float:
     """Two-sided permutation p-value of Pearson r or Spearman ρ (`scipy.stats.permutation_test`, pairings shuffled).
 
     Exact (every pairing enumerated) when n! <= `resamples`, else Monte Carlo with `resamples` shufflings. Under the
@@ -88,13 +95,21 @@ def correlation_pvalue(metric: Sequence[float], outcome: Sequence[float], *, met
     # one sample with "pairings": scipy reorders x against the fixed y (n! pairings, enumerated when few enough)
     # "greater" on |r|: the share of pairings at least as extreme in either direction (scipy's "two-sided" would
     # double the smaller tail instead, which differs for Pearson's asymmetric null distribution)
-    result = permutation_test((x,), abs_r, permutation_type="pairings", vectorized=True, n_resamples=resamples,
-                              alternative="greater", rng=np.random.default_rng(seed))
+    result = permutation_test(
+        (x,),
+        abs_r,
+        permutation_type="pairings",
+        vectorized=True,
+        n_resamples=resamples,
+        alternative="greater",
+        rng=np.random.default_rng(seed),
+    )
     return float(min(1.0, result.pvalue))
 
 
-def auroc_interval(metric: Sequence[float], success: Sequence[bool], *, level: float = 0.95, resamples: int = 2000,
-                   seed: int = 0) -> tuple[float, float]:
+def auroc_interval(
+    metric: Sequence[float], success: Sequence[bool], *, level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of `auroc`, resampling successes and failures separately (stratified).
 
     Stratifying keeps both groups in every resample, so every resample has an AUROC. ``(nan, nan)`` when either

@@ -22,112 +22,47 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .attacks import AttackConfig, Poisons, craft_from_class
-from .budget import budget_lower_bound
 from .data import DataBundle
-from .distance import DistanceResult, distance_matrix
 from .errors import check_choice
-from .metrics import select_targets, trajectory_metrics
+from .metrics import trajectory_metrics
 from .record import check_bucket_size, default_path, load_run_model, prepare_data, record_trajectories
 from .results import StudyResults, find_studies, format_table, json_safe, load_study, read_study, read_targets  # noqa: F401
 from .study_config import METRIC_LABELS, METRICS, StudyConfig, attack_id, baseline_id, setup_key, study_dir  # noqa: F401
+from .targets import choose_targets, extreme_order, target_rows  # noqa: F401
 from .utils import atomic_write_json, check_writable, exclusive, get_device, progress
-from .victims import (ResultsLog, extract_features, insert_poisons, log_outcomes, outcome_row, poisoned_features,
-                      scratch_victims, transfer_victims, victim_seeds)
+from .victims import (
+    ResultsLog,
+    surrogate_features,
+    insert_poisons,
+    log_outcomes,
+    outcome_row,
+    poisoned_features,
+    scratch_victims,
+    transfer_victims,
+    victim_seeds,
+)
 
 # The configuration lives in `study_config`, the reading of results in `results`; both are re-exported here so
 # ``from poisondiff_lite.study import StudyConfig, format_table, load_study`` keeps working.
 
+
 # -----------------------------------------------------------------------------------------------------------------
 #  running a study
 # -----------------------------------------------------------------------------------------------------------------
-def _choose_targets(config: StudyConfig, scores: dict[str, np.ndarray], model: torch.nn.Module, split_images,
-                    train_set, device: torch.device, show_progress: bool
-                    ) -> tuple[list[dict[str, Any]], dict[int, float]]:
-    """The targets, and the τ already computed while choosing them (by test index), so it is not computed twice.
-
-    The extreme groups are always complete: a target that is also in an EPA bucket is one target in two groups
-    (its ``groups``), its victims trained once. Ranking by δ keeps the data-set order among ties (the authors' stable
-    sort); by τ, ties (many τ are 0) go to the smaller δ, then to the data-set order.
-    """
-    chosen = [t for t in select_targets(scores["epa"], scores["labels"], config.target_class,
-                                        per_bucket=config.per_bucket, indices=scores["indices"],
-                                        middle="middle" in config.buckets)
-              if t["bucket"] in config.buckets]
-    known_tau: dict[int, float] = {}
-    if config.extremes:
-        members = np.flatnonzero(scores["labels"] == config.target_class)
-        images = split_images[scores["indices"][members]]
-        all_delta = distance_matrix(model, images, scores["labels"][members], poison_classes=[config.poison_class],
-                                    device=device, show_progress=show_progress)
-        steps = all_delta.step[:, config.poison_class]
-        order = extreme_order(steps)
-        if config.extreme_metric == "tau":  # one clean-gradient estimate per member: costly, hence optional
-            taus = np.array([budget_lower_bound(model, images[k], config.poison_class, train_set,
-                                                delta=DistanceResult.from_step(v), num_batches=config.tau_batches,
-                                                batch_size=config.tau_batch_size, variant=config.tau_variant,
-                                                device=device).tau
-                             for k, v in enumerate(progress(steps, enable=show_progress, desc="τ of candidates"))])
-            known_tau = {int(scores["indices"][m]): float(v) for m, v in zip(members, taus)}
-            order = extreme_order(taus, steps)
-        by_index = {t["index"]: t for t in chosen}
-        symbol = "δ" if config.extreme_metric == "delta" else "τ"
-        for group, positions in ((f"{symbol}-low", order[:config.extremes]),
-                                 (f"{symbol}-high", order[::-1][:config.extremes])):
-            for pos in positions:
-                index = int(scores["indices"][members[pos]])
-                if index in by_index:
-                    target = by_index[index]
-                    target["groups"] = target.get("groups", [target["bucket"]]) + [group]
-                else:
-                    by_index[index] = {"bucket": group, "index": index, "epa": float(scores["epa"][members[pos]])}
-                    chosen.append(by_index[index])
-    return chosen, known_tau
-
-
-def extreme_order(values: np.ndarray, tie_break: np.ndarray | None = None) -> np.ndarray:
-    """Positions sorted by `values` ascending (NaN last, as never flipping), ties by `tie_break`, then by position."""
-    keys = [np.arange(len(values))]
-    if tie_break is not None:
-        keys.append(np.where(np.isnan(tie_break), np.inf, tie_break))
-    keys.append(np.where(np.isnan(values), np.inf, values))
-    return np.lexsort(keys)
-
-
-def _target_metrics(config: StudyConfig, chosen: list[dict[str, Any]], scores: dict[str, np.ndarray], model,
-                    split_images, train_set, device: torch.device,
-                    known_tau: dict[int, float]) -> list[dict[str, Any]]:
-    position = {int(i): k for k, i in enumerate(scores["indices"])}
-    rows = [position[t["index"]] for t in chosen]
-    images = split_images[[t["index"] for t in chosen]]
-    labels = scores["labels"][rows]
-    delta = distance_matrix(model, images, labels, poison_classes=[config.poison_class], device=device,
-                            show_progress=False)
-    out = []
-    for j, (t, k) in enumerate(zip(chosen, rows)):
-        p = config.poison_class
-        result = DistanceResult(float(delta.step[j, p]), float(delta.grad_norm[j, p]), float(delta.distance[j, p]),
-                                int(delta.pred_before[j]))
-        tau = known_tau.get(t["index"])
-        if tau is None:
-            tau = budget_lower_bound(model, images[j], p, train_set, delta=result, num_batches=config.tau_batches,
-                                     batch_size=config.tau_batch_size, variant=config.tau_variant,
-                                     device=device).tau
-        out.append({"key": setup_key(config.target_class, p, t["index"]), "index": t["index"], "bucket": t["bucket"],
-                    "label": int(labels[j]), "epa": float(scores["epa"][k]), "soft_epa": float(scores["soft_epa"][k]),
-                    "dps": float(scores["dps"][k]), "dominant": int(scores["dominant"][k]),
-                    "clean_pred": result.pred_before, "delta_step": result.step, "delta_param": result.distance,
-                    "grad_norm": result.grad_norm, "tau": tau, **({"groups": t["groups"]} if "groups" in t else {})})
-    return out
-
-
-def run_study(config: StudyConfig, *, data: DataBundle | None = None, data_dir: str | None = None,
-              download: bool = False, device: torch.device | str = "auto",
-              results_dir: str | os.PathLike | None = None, show_progress: bool = True,
-              client: Any = None) -> StudyResults:
+def run_study(
+    config: StudyConfig,
+    *,
+    data: DataBundle | None = None,
+    data_dir: str | None = None,
+    download: bool = False,
+    device: torch.device | str = "auto",
+    results_dir: str | os.PathLike | None = None,
+    show_progress: bool = True,
+    client: Any = None,
+) -> StudyResults:
     """Run (or resume) an attack-validation study and return its results.
 
     Parameters
@@ -153,11 +88,25 @@ def run_study(config: StudyConfig, *, data: DataBundle | None = None, data_dir: 
         return _run_locked(config, folder, data, device, requested_device, results_dir, show_progress, client)
 
 
-def _run_locked(config: StudyConfig, folder: Path, data: DataBundle, device: torch.device, requested_device: str,
-                results_dir: str | os.PathLike | None, show_progress: bool, client: Any) -> StudyResults:
+def _run_locked(
+    config: StudyConfig,
+    folder: Path,
+    data: DataBundle,
+    device: torch.device,
+    requested_device: str,
+    results_dir: str | os.PathLike | None,
+    show_progress: bool,
+    client: Any,
+) -> StudyResults:
     atomic_write_json(folder / "study.json", config.to_dict())
-    traj = record_trajectories(config.trajectory, data=data, device=device, show_progress=show_progress,
-                               keep_models=True, results_dir=results_dir)
+    traj = record_trajectories(
+        config.trajectory,
+        data=data,
+        device=device,
+        show_progress=show_progress,
+        keep_models=True,
+        results_dir=results_dir,
+    )
     surrogate = load_run_model(default_path(config.trajectory, results_dir), run=0).to(device)
     split = data.test if config.trajectory.eval_split == "test" else data.train
 
@@ -166,8 +115,8 @@ def _run_locked(config: StudyConfig, folder: Path, data: DataBundle, device: tor
         targets = read_targets(targets_path)["targets"]
     else:
         scores = trajectory_metrics(traj)
-        chosen, known_tau = _choose_targets(config, scores, surrogate, split.images, data.train, device, show_progress)
-        targets = _target_metrics(config, chosen, scores, surrogate, split.images, data.train, device, known_tau)
+        chosen, known_tau = choose_targets(config, scores, surrogate, split.images, data.train, device, show_progress)
+        targets = target_rows(config, chosen, scores, surrogate, split.images, data.train, device, known_tau)
         atomic_write_json(targets_path, {"targets": json_safe(targets), "classes": list(data.classes)})
 
     log = ResultsLog(folder / "results.jsonl", {"study": config.key(), "config": config.to_dict()})
@@ -175,45 +124,76 @@ def _run_locked(config: StudyConfig, folder: Path, data: DataBundle, device: tor
     target_images = split.images[[t["index"] for t in targets]].cpu()
     features = None
     if any(a.setting == "transfer" for a in config.attacks):
-        features = {"train": extract_features(surrogate, data.train.images, device=device),
-                    "test": extract_features(surrogate, data.test.images, device=device),
-                    "targets": extract_features(surrogate, target_images, device=device)}
+        features = surrogate_features(surrogate, data, target_images, device=device)
     plan = StudyPlan(config, targets, seeds, log.done())
     if client is not None:
         from .cluster import run_plan_on_client
 
-        run_plan_on_client(client, plan, log, data=data, surrogate=surrogate, target_images=target_images,
-                           features=features, poison_dir=folder / "poisons", device=requested_device,
-                           show_progress=show_progress)
+        run_plan_on_client(
+            client,
+            plan,
+            log,
+            data=data,
+            surrogate=surrogate,
+            target_images=target_images,
+            features=features,
+            poison_dir=folder / "poisons",
+            device=requested_device,
+            show_progress=show_progress,
+        )
         return StudyResults(config, targets, log.rows, tuple(data.classes), folder)
 
-    def victims_for(setting: str, train_set, todo: list[int], feature_rows=None, target_rows=None):
+    def victims_for(setting: str, train_set, todo: list[int], feature_rows=None, target_inputs=None):
         if setting == "scratch":
-            return scratch_victims(data, train_set, config.victim_recipe, todo, target_rows, device=device,
-                                   show_progress=show_progress)
-        return transfer_victims(feature_rows, data.train.labels, features["test"], target_rows, data.num_classes,
-                                config.head, todo)
+            return scratch_victims(
+                data, train_set, config.victim_recipe, todo, target_inputs, device=device, show_progress=show_progress
+            )
+        return transfer_victims(
+            feature_rows, data.train.labels, features["test"], target_inputs, data.num_classes, config.head, todo
+        )
 
     # clean victims: one set per setting serves every target (the "no attack" baseline)
     for setting, todo in plan.baselines():
-        target_rows = target_images if setting == "scratch" else features["targets"]
-        results = victims_for(setting, data.train, todo, features and features["train"], target_rows)
-        log_outcomes(log, results, data.test.labels, plan.baseline_rows(setting), show_progress=show_progress,
-                     total=len(todo), desc=f"clean victims ({setting})")
+        target_inputs = target_images if setting == "scratch" else features["targets"]
+        results = victims_for(setting, data.train, todo, features and features["train"], target_inputs)
+        log_outcomes(
+            log,
+            results,
+            data.test.labels,
+            plan.baseline_rows(setting),
+            show_progress=show_progress,
+            total=len(todo),
+            desc=f"clean victims ({setting})",
+        )
 
     poison_dir = folder / "poisons"
-    for target, j, attack, todo in progress(plan.attacks(), enable=show_progress, desc="targets x attacks",
-                                            unit="job"):
-        poisons = _poisons(attack, target, j, data, surrogate, target_images, config, poison_dir, device,
-                           show_progress)
+    for target, j, attack, todo in progress(plan.attacks(), enable=show_progress, desc="targets x attacks", unit="job"):
+        poisons = _poisons(
+            attack,
+            target,
+            target_images[j],
+            config=config,
+            data=data,
+            surrogate=surrogate,
+            poison_dir=poison_dir,
+            device=device,
+            show_progress=show_progress,
+        )
         poisoned = insert_poisons(data.train, poisons)
         if attack.setting == "scratch":
-            results = victims_for("scratch", poisoned, todo, target_rows=target_images[j:j + 1])
+            results = victims_for("scratch", poisoned, todo, target_inputs=target_images[j : j + 1])
         else:
             rows = poisoned_features(surrogate, features["train"], poisons, device=device)
-            results = victims_for("transfer", poisoned, todo, rows, features["targets"][j:j + 1])
-        log_outcomes(log, results, data.test.labels, plan.attack_rows(target, attack, poisons.final_loss),
-                     show_progress=show_progress, total=len(todo), desc=f"{attack.label} victims #{target['index']}")
+            results = victims_for("transfer", poisoned, todo, rows, features["targets"][j : j + 1])
+        log_outcomes(
+            log,
+            results,
+            data.test.labels,
+            plan.attack_rows(target, attack, poisons.final_loss),
+            show_progress=show_progress,
+            total=len(todo),
+            desc=f"{attack.label} victims #{target['index']}",
+        )
     return StudyResults(config, targets, log.rows, tuple(data.classes), folder)
 
 
@@ -251,23 +231,54 @@ class StudyPlan:
         ident, adv, true = baseline_id(setting), self.config.poison_class, self.config.target_class
         return lambda seed, target_logits, accuracy: [
             outcome_row(t["key"], ident, seed, target_logits[j], accuracy, adv, true, name="none", setting=setting)
-            for j, t in enumerate(self.targets) if (t["key"], ident, seed) not in self.done]
+            for j, t in enumerate(self.targets)
+            if (t["key"], ident, seed) not in self.done
+        ]
 
     def attack_rows(self, target: dict[str, Any], attack: AttackConfig, crafting_loss: float):
         """``rows(seed, target_logits, accuracy)`` of a victim of one (target, attack)."""
         ident, adv, true = attack_id(attack), self.config.poison_class, self.config.target_class
         return lambda seed, target_logits, accuracy: [
-            outcome_row(target["key"], ident, seed, target_logits[0], accuracy, adv, true, name=attack.name,
-                        setting=attack.setting, crafting_loss=round(crafting_loss, 6))]
+            outcome_row(
+                target["key"],
+                ident,
+                seed,
+                target_logits[0],
+                accuracy,
+                adv,
+                true,
+                name=attack.name,
+                setting=attack.setting,
+                crafting_loss=round(crafting_loss, 6),
+            )
+        ]
 
 
-def _poisons(attack: AttackConfig, target: dict[str, Any], j: int, data: DataBundle, surrogate, target_images,
-             config: StudyConfig, poison_dir: Path, device: torch.device, show_progress: bool) -> Poisons:
+def _poisons(
+    attack: AttackConfig,
+    target: dict[str, Any],
+    target_image: torch.Tensor,
+    *,
+    config: StudyConfig,
+    data: DataBundle,
+    surrogate: torch.nn.Module,
+    poison_dir: Path,
+    device: torch.device,
+    show_progress: bool,
+) -> Poisons:
     """Craft the poisons of one (target, attack), or load them if an earlier call crafted them."""
     path = poison_dir / f"{target['key']}-{attack_id(attack)}.pt"
     if path.exists():
         return Poisons.load(path, data.train.images)
-    poisons = craft_from_class(attack, surrogate, target_images[j], config.poison_class, data.train,
-                               seed=config.crafting_seed + target["index"], device=device, show_progress=show_progress)
+    poisons = craft_from_class(
+        attack,
+        surrogate,
+        target_image,
+        config.poison_class,
+        data.train,
+        seed=config.crafting_seed + target["index"],
+        device=device,
+        show_progress=show_progress,
+    )
     poisons.save(path)
     return poisons

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .attacks import ATTACKS, AttackConfig
-from .budget import VARIANTS
+from .budget import VARIANTS, TauSettings
 from .config import ConfigDict, TrainConfig, TrajectoryConfig
 from .errors import InvalidChoiceError, check_choice, check_number, check_positive
 from .metrics import BUCKETS, GROUPS
@@ -18,8 +18,15 @@ from .utils import resolve_results_dir
 from .victims import HeadConfig
 
 METRICS = ("epa", "dps", "delta_step", "delta_param", "tau")
-METRIC_LABELS = {"epa": "EPA", "dps": "DPS", "delta_step": "δ (η*)", "delta_param": "δ (η*·‖g‖)", "tau": "τ",
-                 "tau_derived": "τ, κ = (C−1)/e", "tau_authors": "τ, κ = C − 1/e"}
+METRIC_LABELS = {
+    "epa": "EPA",
+    "dps": "DPS",
+    "delta_step": "δ (η*)",
+    "delta_param": "δ (η*·‖g‖)",
+    "tau": "τ",
+    "tau_derived": "τ, κ = (C−1)/e",
+    "tau_authors": "τ, κ = C − 1/e",
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,11 @@ class StudyConfig(ConfigDict):
         check_positive("tau_batches", self.tau_batches, integer=True)
 
     @property
+    def tau_settings(self) -> TauSettings:
+        """How this study estimates τ (`budget_lower_bound`'s settings)."""
+        return TauSettings(self.tau_batches, self.tau_batch_size, variant=self.tau_variant)
+
+    @property
     def victim_recipe(self) -> TrainConfig:
         return self.victim if self.victim is not None else self.trajectory.train
 
@@ -95,22 +107,39 @@ class StudyConfig(ConfigDict):
         trajectory = TrajectoryConfig.full(dataset, recipe)
         victim = None
         if recipe == "authors":
-            victim = (TrainConfig.full() if dataset == "cifar10"
-                      else TrainConfig.full(model="vgg16_torchvision", lr=0.01))
+            victim = (
+                TrainConfig.full() if dataset == "cifar10" else TrainConfig.full(model="vgg16_torchvision", lr=0.01)
+            )
         base = cls(trajectory=trajectory, attacks=(AttackConfig.full("gm"),), victims=8, victim=victim)
         if dataset == "tinyimagenet":  # 50 poisons of 100,000 (0.05 %); the 4 lowest, middle and highest targets
-            base = dataclasses.replace(base, attacks=(AttackConfig.full("gm", budget=0.0005),), per_bucket=4,
-                                       buckets=("lowest", "middle", "highest"))
+            base = dataclasses.replace(
+                base,
+                attacks=(AttackConfig.full("gm", budget=0.0005),),
+                per_bucket=4,
+                buckets=("lowest", "middle", "highest"),
+            )
         return dataclasses.replace(base, **overrides)
 
     @classmethod
     def quick(cls, dataset: str = "cifar10", **overrides: Any) -> StudyConfig:
         """CPU-sized: the quick trajectories, 1 target in each of 3 buckets, 2 victims, short crafting."""
-        base = cls(trajectory=TrajectoryConfig.quick(dataset), attacks=(AttackConfig.quick("gm"),), per_bucket=1,
-                   buckets=("lowest", "p40", "highest"), victims=2, tau_batches=10, head=HeadConfig.quick())
+        base = cls(
+            trajectory=TrajectoryConfig.quick(dataset),
+            attacks=(AttackConfig.quick("gm"),),
+            per_bucket=1,
+            buckets=("lowest", "p40", "highest"),
+            victims=2,
+            tau_batches=10,
+            head=HeadConfig.quick(),
+        )
         if dataset == "tinyimagenet":  # 10 classes x 100 images: 25 poisons (a quarter of the poison class)
             base = dataclasses.replace(base, attacks=(AttackConfig.quick("gm", num_poisons=25),))
         return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def preset(cls, quick: bool, dataset: str = "cifar10", **overrides: Any) -> StudyConfig:
+        """`quick` or `full` by a flag: ``StudyConfig.preset(QUICK, DATASET, trajectory=..., attacks=...)``."""
+        return (cls.quick if quick else cls.full)(dataset, **overrides)
 
     @classmethod
     def lab(cls, dataset: str = "cifar10", setting: str = "scratch", **overrides: Any) -> StudyConfig:
@@ -138,23 +167,37 @@ class StudyConfig(ConfigDict):
             # so the EPA buckets would not spread; the bullfrog's EPA spans 0-0.77. Poison class: salamander.
             classes = {"target_class": 2, "poison_class": 1}
             if setting == "scratch":
-                base = cls(trajectory=trajectory, attacks=(AttackConfig.full("gm", restarts=1, num_poisons=25),),
-                           per_bucket=3, victims=4, tau_batches=20, **classes)
+                base = cls(
+                    trajectory=trajectory,
+                    attacks=(AttackConfig.full("gm", restarts=1, num_poisons=25),),
+                    per_bucket=3,
+                    victims=4,
+                    tau_batches=20,
+                    **classes,
+                )
             else:
-                attacks = (AttackConfig.full("fc"),
-                           AttackConfig.full("gm", restarts=2, augment=False, setting="transfer", num_poisons=25))
+                attacks = (
+                    AttackConfig.full("fc"),
+                    AttackConfig.full("gm", restarts=2, augment=False, setting="transfer", num_poisons=25),
+                )
                 base = cls(trajectory=trajectory, attacks=attacks, per_bucket=5, victims=8, tau_batches=20, **classes)
             return dataclasses.replace(base, **overrides)
         if setting == "scratch":
-            base = cls(trajectory=trajectory, attacks=(AttackConfig.full("gm", restarts=1),), per_bucket=5,
-                       victims=4, tau_batches=20)
+            base = cls(
+                trajectory=trajectory,
+                attacks=(AttackConfig.full("gm", restarts=1),),
+                per_bucket=5,
+                victims=4,
+                tau_batches=20,
+            )
         else:
-            attacks = (AttackConfig.full("fc"),
-                       AttackConfig.full("bp", restarts=2, augment=False, setting="transfer"),
-                       AttackConfig.full("gm", restarts=2, augment=False, setting="transfer"))
+            attacks = (
+                AttackConfig.full("fc"),
+                AttackConfig.full("bp", restarts=2, augment=False, setting="transfer"),
+                AttackConfig.full("gm", restarts=2, augment=False, setting="transfer"),
+            )
             base = cls(trajectory=trajectory, attacks=attacks, per_bucket=10, victims=8, tau_batches=20)
         return dataclasses.replace(base, **overrides)
-
 
 
 def setup_key(target_class: int, poison_class: int, target_index: int) -> str:

@@ -26,8 +26,15 @@ def blobs(n_per_class: int = 60, *, spread: float = 0.9, seed: int = 0) -> tuple
     return torch.cat(points).float(), torch.cat(labels)
 
 
-def fit_linear(points: torch.Tensor, labels: torch.Tensor, *, steps: int = 300, lr: float = 0.5,
-               weight_decay: float = 0.0, seed: int = 0) -> nn.Linear:
+def fit_linear(
+    points: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    steps: int = 300,
+    lr: float = 0.5,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+) -> nn.Linear:
     """Full-batch gradient descent on a linear softmax model ``z = W x + b``."""
     torch.manual_seed(seed)
     model = nn.Linear(points.shape[1], int(labels.max()) + 1)
@@ -51,9 +58,15 @@ def stepped(model: nn.Linear, point: torch.Tensor, poison_class: int, eta: float
     return moved.eval()
 
 
-def decision_regions(model: nn.Module, points: torch.Tensor, labels: torch.Tensor, *,
-                     target: torch.Tensor | None = None,
-                     ax: plt.Axes | None = None, title: str = "") -> Figure:
+def decision_regions(
+    model: nn.Module,
+    points: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    target: torch.Tensor | None = None,
+    ax: plt.Axes | None = None,
+    title: str = "",
+) -> Figure:
     """Colour the plane by the model's prediction; draw the data and (as a star) the target."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(4.5, 4))
@@ -70,25 +83,44 @@ def decision_regions(model: nn.Module, points: torch.Tensor, labels: torch.Tenso
         sel = labels == k
         ax.scatter(points[sel, 0], points[sel, 1], s=8, color=color, label=f"class {k}")
     if target is not None:
-        ax.scatter([float(target[0])], [float(target[1])], marker="*", s=300, color="gold", edgecolor="k", zorder=5,
-                   label="target")
+        ax.scatter(
+            [float(target[0])],
+            [float(target[1])],
+            marker="*",
+            s=300,
+            color="gold",
+            edgecolor="k",
+            zorder=5,
+            label="target",
+        )
     ax.set_title(title)
     ax.set_aspect("equal")
     ax.grid(False)
     return fig
 
 
-def logit_path(model: nn.Linear, point: torch.Tensor, poison_class: int, etas: np.ndarray, *,
-               step: float | None = None, ax: plt.Axes | None = None) -> Figure:
+def logit_path(
+    model: nn.Linear,
+    point: torch.Tensor,
+    poison_class: int,
+    etas: np.ndarray,
+    *,
+    step: float | None = None,
+    ax: plt.Axes | None = None,
+) -> Figure:
     """The target's logits along the δ direction, with the flip η* marked."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 3.5))
     fig = ax.figure
     logits = np.stack([stepped(model, point, poison_class, float(e))(point[None]).detach().numpy()[0] for e in etas])
     for k in range(logits.shape[1]):
-        ax.plot(etas, logits[:, k], color=COLORS[k % len(COLORS)],
-                label=f"logit {k}" + (" (poison)" if k == poison_class else ""),
-                lw=2.5 if k == poison_class else 1.2)
+        ax.plot(
+            etas,
+            logits[:, k],
+            color=COLORS[k % len(COLORS)],
+            label=f"logit {k}" + (" (poison)" if k == poison_class else ""),
+            lw=2.5 if k == poison_class else 1.2,
+        )
     if step is not None:
         ax.axvline(step, color="k", ls="--", lw=1, label=f"η* = {step:.3f}")
     ax.set_xlabel("step η along -∇ CE(target, poison class)")

@@ -48,8 +48,13 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
 
 
 def _accelerated(device: torch.device) -> bool:
@@ -91,9 +96,17 @@ def _prepare(images: torch.Tensor, device: torch.device, cfg: TrainConfig) -> to
     return x
 
 
-def train_model(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, *, seed: int = 0,
-                device: torch.device | str = "auto", on_epoch_end: EpochCallback | None = None,
-                show_progress: bool = True, desc: str = "training") -> History:
+def train_model(
+    model: nn.Module,
+    train_set: ImageDataset,
+    cfg: TrainConfig,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "auto",
+    on_epoch_end: EpochCallback | None = None,
+    show_progress: bool = True,
+    desc: str = "training",
+) -> History:
     """Train `model` in place on `train_set` with recipe `cfg`.
 
     Parameters
@@ -108,13 +121,22 @@ def train_model(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, *, 
     -------
     History with per-epoch mean loss, training accuracy (on augmented batches), lr and wall time.
     """
-    return _fit(model, train_set, cfg, [seed], device=device, on_epoch_end=on_epoch_end,
-                show_progress=show_progress, desc=desc)[0]
+    return _fit(
+        model, train_set, cfg, [seed], device=device, on_epoch_end=on_epoch_end, show_progress=show_progress, desc=desc
+    )[0]
 
 
-def _fit(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, seeds: list[int], *,
-         device: torch.device | str, on_epoch_end: EpochCallback | None, show_progress: bool,
-         desc: str) -> list[History]:
+def _fit(
+    model: nn.Module,
+    train_set: ImageDataset,
+    cfg: TrainConfig,
+    seeds: list[int],
+    *,
+    device: torch.device | str,
+    on_epoch_end: EpochCallback | None,
+    show_progress: bool,
+    desc: str,
+) -> list[History]:
     """The training loop for one model (one seed) or a `StackedClassifier` (one seed per member).
 
     Member v draws its data order and augmentation from its own generator seeded ``seeds[v]``, exactly as a model
@@ -126,8 +148,16 @@ def _fit(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, seeds: lis
         return _fit_on(model, train_set, cfg, seeds, device, on_epoch_end, show_progress, desc)
 
 
-def _fit_on(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, seeds: list[int], device: torch.device,
-            on_epoch_end: EpochCallback | None, show_progress: bool, desc: str) -> list[History]:
+def _fit_on(
+    model: nn.Module,
+    train_set: ImageDataset,
+    cfg: TrainConfig,
+    seeds: list[int],
+    device: torch.device,
+    on_epoch_end: EpochCallback | None,
+    show_progress: bool,
+    desc: str,
+) -> list[History]:
     model.to(device)
     if _accelerated(device) and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -152,25 +182,44 @@ def _fit_on(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, seeds: 
         # the epoch's data order, crops and flips, drawn per member and copied to the device once: a copy per batch
         # would make the host wait for the GPU at every step
         orders = [to_device(torch.randperm(n, generator=g), device) for g in generators]
-        draws = [AugmentDraw.draw(n, crop_padding=cfg.crop_padding, flip=cfg.flip, generator=g, device=device,
-                                  resized_crop=cfg.resized_crop, size=tuple(train_set.images.shape[-2:]))
-                 for g in generators]
+        draws = [
+            AugmentDraw.draw(
+                n,
+                crop_padding=cfg.crop_padding,
+                flip=cfg.flip,
+                generator=g,
+                device=device,
+                resized_crop=cfg.resized_crop,
+                size=tuple(train_set.images.shape[-2:]),
+            )
+            for g in generators
+        ]
         loss_sum = torch.zeros(members, device=device)
         correct = torch.zeros(members, device=device, dtype=torch.long)
         seen = 0
         lr_now = optimizer.param_groups[0]["lr"]
         for begin in range(0, n, cfg.batch_size):
-            batches = [order[begin:begin + cfg.batch_size] for order in orders]
+            batches = [order[begin : begin + cfg.batch_size] for order in orders]
             if len(batches[0]) < 2:  # BatchNorm cannot train on a single example
                 continue
-            images = torch.cat([draw[begin:begin + cfg.batch_size].apply(train_set.images[idx])
-                                for idx, draw in zip(batches, draws)], dim=1)
+            images = torch.cat(
+                [
+                    draw[begin : begin + cfg.batch_size].apply(train_set.images[idx])
+                    for idx, draw in zip(batches, draws)
+                ],
+                dim=1,
+            )
             labels = torch.stack([train_set.labels[idx] for idx in batches], dim=1)  # (B, V)
             with _autocast(device, cfg):
                 logits = forward(_prepare(images, device, cfg))
             logits = logits.to(torch.get_default_dtype()).reshape(labels.shape + (-1,))  # (B, V, K), fp32 from bf16
-            losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none",
-                                     label_smoothing=cfg.label_smoothing).view(labels.shape).mean(0)
+            losses = (
+                F.cross_entropy(
+                    logits.flatten(0, 1), labels.flatten(), reduction="none", label_smoothing=cfg.label_smoothing
+                )
+                .view(labels.shape)
+                .mean(0)
+            )
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             optimizer.step()
@@ -181,8 +230,10 @@ def _fit_on(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, seeds: 
         loss_values = (loss_sum / max(seen, 1)).tolist()
         accuracies = (correct.float() / max(seen, 1)).tolist()
         if not all(math.isfinite(v) for v in loss_values):
-            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {max(loss_values)}); lower the lr "
-                                     f"(now {cfg.lr}) or check the data")
+            raise FloatingPointError(
+                f"training diverged at epoch {epoch} (loss {max(loss_values)}); lower the lr "
+                f"(now {cfg.lr}) or check the data"
+            )
         seconds = time.perf_counter() - start
         for history, loss_value, acc in zip(histories, loss_values, accuracies):
             history.loss.append(loss_value)
@@ -197,44 +248,76 @@ def _fit_on(model: nn.Module, train_set: ImageDataset, cfg: TrainConfig, seeds: 
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 1000,
-                   device: torch.device | str = "auto", cfg: TrainConfig | None = None) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 1000,
+    device: torch.device | str = "auto",
+    cfg: TrainConfig | None = None,
+) -> torch.Tensor:
     """Logits (float32, on `device`) of uint8 `images` in eval mode; the model's train/eval mode is restored."""
     device = get_device(device)
     cfg = cfg or TrainConfig()
     out = []
     with eval_mode(model):
         for begin in range(0, len(images), batch_size):
-            batch = images[begin:begin + batch_size].to(device, non_blocking=True)
+            batch = images[begin : begin + batch_size].to(device, non_blocking=True)
             with _autocast(device, cfg):
                 out.append(model(_prepare(batch, device, cfg)).float())
     return torch.cat(out) if out else torch.empty(0)
 
 
-def accuracy(model: nn.Module, dataset: ImageDataset, *, device: torch.device | str = "auto",
-             batch_size: int = 1000) -> float:
+def accuracy(
+    model: nn.Module, dataset: ImageDataset, *, device: torch.device | str = "auto", batch_size: int = 1000
+) -> float:
     """Top-1 accuracy of `model` on `dataset` in eval mode."""
     logits = predict_logits(model, dataset.images, batch_size=batch_size, device=device)
     return float((logits.argmax(1).cpu() == dataset.labels.cpu()).float().mean())
 
 
-def train_fresh(data: DataBundle, cfg: TrainConfig, *, seed: int = 0, device: torch.device | str = "auto",
-                on_epoch_end: EpochCallback | None = None, show_progress: bool = True,
-                train_set: ImageDataset | None = None, desc: str = "training") -> tuple[Classifier, History]:
+def train_fresh(
+    data: DataBundle,
+    cfg: TrainConfig,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "auto",
+    on_epoch_end: EpochCallback | None = None,
+    show_progress: bool = True,
+    train_set: ImageDataset | None = None,
+    desc: str = "training",
+) -> tuple[Classifier, History]:
     """Build a model initialised from `seed` and train it on `data.train` (or `train_set`, e.g. a poisoned copy)."""
     callback = None if on_epoch_end is None else (lambda epoch, model, seeds: on_epoch_end(epoch, model))
-    [(_, model, history)] = next(train_fresh_many(data, cfg, [seed], device=device, on_epoch_end=callback,
-                                                  show_progress=show_progress, train_set=train_set, desc=desc))
+    [(_, model, history)] = next(
+        train_fresh_many(
+            data,
+            cfg,
+            [seed],
+            device=device,
+            on_epoch_end=callback,
+            show_progress=show_progress,
+            train_set=train_set,
+            desc=desc,
+        )
+    )
     return model, history
 
 
 GroupCallback = Callable[[int, nn.Module, list[int]], None]
 
 
-def train_fresh_many(data: DataBundle, cfg: TrainConfig, seeds: Iterable[int], *, device: torch.device | str = "auto",
-                     on_epoch_end: GroupCallback | None = None, show_progress: bool = True,
-                     train_set: ImageDataset | None = None, desc: str = "training"
-                     ) -> Iterator[list[tuple[int, Classifier, History]]]:
+def train_fresh_many(
+    data: DataBundle,
+    cfg: TrainConfig,
+    seeds: Iterable[int],
+    *,
+    device: torch.device | str = "auto",
+    on_epoch_end: GroupCallback | None = None,
+    show_progress: bool = True,
+    train_set: ImageDataset | None = None,
+    desc: str = "training",
+) -> Iterator[list[tuple[int, Classifier, History]]]:
     """`train_fresh` for each seed, ``cfg.stack`` models at a time trained as one grouped network.
 
     Each model is initialised, ordered and augmented from its own seed as `train_fresh` would; stacking changes only
@@ -259,11 +342,14 @@ def train_fresh_many(data: DataBundle, cfg: TrainConfig, seeds: Iterable[int], *
     if stack > 1 and len(seeds) > 1:
         bad = unstackable_part(new_model(cfg, data))
         if bad:
-            warnings.warn(f"model {cfg.model!r} contains {bad}, which cannot be stacked: training its runs one at "
-                          f"a time (stack=1)", stacklevel=2)
+            warnings.warn(
+                f"model {cfg.model!r} contains {bad}, which cannot be stacked: training its runs one at "
+                f"a time (stack=1)",
+                stacklevel=2,
+            )
             stack = 1
     for first in range(0, len(seeds), stack):
-        group = seeds[first:first + stack]
+        group = seeds[first : first + stack]
         label = f"{desc} (seed {group[0]})" if len(group) == 1 else f"{desc} (seeds {group[0]}-{group[-1]})"
         models = []
         for seed in group:
@@ -271,8 +357,9 @@ def train_fresh_many(data: DataBundle, cfg: TrainConfig, seeds: Iterable[int], *
             models.append(new_model(cfg, data))
         net = models[0] if len(group) == 1 else StackedClassifier(models)
         callback = None if on_epoch_end is None else (lambda epoch, m, group=group: on_epoch_end(epoch, m, group))
-        histories = _fit(net, train_set, cfg, group, device=device, on_epoch_end=callback,
-                         show_progress=show_progress, desc=label)
+        histories = _fit(
+            net, train_set, cfg, group, device=device, on_epoch_end=callback, show_progress=show_progress, desc=label
+        )
         if len(group) > 1:
             net.unstack_into(models)
             models = [m.to(device) for m in models]

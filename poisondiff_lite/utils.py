@@ -18,8 +18,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import (DeviceUnavailableError, InvalidChoiceError, PoisonDiffError, ResultsFileError, check_choice,
-                     check_number)
+from .errors import (
+    DeviceUnavailableError,
+    InvalidChoiceError,
+    PoisonDiffError,
+    ResultsFileError,
+    check_choice,
+    check_number,
+)
 
 T = TypeVar("T")
 
@@ -120,8 +126,10 @@ def resolve_results_dir(results_dir: str | os.PathLike | None = None) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ResultsFileError(f"cannot create the results folder {path} ({exc.strerror or exc}). Fix: choose "
-                               f"another with --results-dir / POISONDIFF_RESULTS / RESULTS_DIR.") from None
+        raise ResultsFileError(
+            f"cannot create the results folder {path} ({exc.strerror or exc}). Fix: choose "
+            f"another with --results-dir / POISONDIFF_RESULTS / RESULTS_DIR."
+        ) from None
     return path
 
 
@@ -177,9 +185,11 @@ def _umask() -> int:
 
 
 def _unwritable(path: Path, exc: OSError) -> ResultsFileError:
-    return ResultsFileError(f"could not write {path} ({exc.strerror or exc}). Fix: free disk space or choose a "
-                            f"writable results folder (--results-dir / POISONDIFF_RESULTS); work already saved is "
-                            f"kept.")
+    return ResultsFileError(
+        f"could not write {path} ({exc.strerror or exc}). Fix: free disk space or choose a "
+        f"writable results folder (--results-dir / POISONDIFF_RESULTS); work already saved is "
+        f"kept."
+    )
 
 
 def check_writable(folder: str | os.PathLike) -> Path:
@@ -190,14 +200,17 @@ def check_writable(folder: str | os.PathLike) -> Path:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise ResultsFileError(f"the results folder {folder} is not writable ({exc.strerror or exc}). Fix: choose "
-                               f"another with --results-dir / POISONDIFF_RESULTS / RESULTS_DIR, or fix its "
-                               f"permissions.") from None
+        raise ResultsFileError(
+            f"the results folder {folder} is not writable ({exc.strerror or exc}). Fix: choose "
+            f"another with --results-dir / POISONDIFF_RESULTS / RESULTS_DIR, or fix its "
+            f"permissions."
+        ) from None
     return folder
 
 
-def atomic_write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: Sequence[str], *,
-                     ignore_extra: bool = False) -> Path:
+def atomic_write_csv(
+    path: str | os.PathLike, rows: Iterable[dict], fieldnames: Sequence[str], *, ignore_extra: bool = False
+) -> Path:
     """Atomically write `rows` as a CSV with a header; keys outside `fieldnames` are an error unless `ignore_extra`."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), extrasaction="ignore" if ignore_extra else "raise")
@@ -262,14 +275,19 @@ def exclusive(path: str | os.PathLike, what: str) -> Iterator[None]:
             who = f"process {holder['pid']} on {holder['host']}, since {holder['since']}"
         except (OSError, ValueError, KeyError):
             who = "another process"
-        raise ResultsFileError(f"{what} {path} is being written by {who}. Fix: wait for it to finish (or stop it), "
-                               f"or use another results folder / output file.") from None
+        raise ResultsFileError(
+            f"{what} {path} is being written by {who}. Fix: wait for it to finish (or stop it), "
+            f"or use another results folder / output file."
+        ) from None
     try:
         import datetime as dt
         import platform
 
-        owner.write_text(json.dumps({"pid": os.getpid(), "host": platform.node(),
-                                     "since": dt.datetime.now().isoformat(timespec="seconds")}))
+        owner.write_text(
+            json.dumps(
+                {"pid": os.getpid(), "host": platform.node(), "since": dt.datetime.now().isoformat(timespec="seconds")}
+            )
+        )
         yield
     finally:
         owner.unlink(missing_ok=True)

@@ -71,8 +71,10 @@ def insert_poisons(train_set: ImageDataset, poisons: Poisons | None) -> ImageDat
     if poisons is None:
         return train_set
     if poisons.images.shape[1:] != train_set.images.shape[1:]:
-        raise InvalidChoiceError(f"poison images are {tuple(poisons.images.shape[1:])}, the training set holds "
-                                 f"{tuple(train_set.images.shape[1:])}")
+        raise InvalidChoiceError(
+            f"poison images are {tuple(poisons.images.shape[1:])}, the training set holds "
+            f"{tuple(train_set.images.shape[1:])}"
+        )
     idx = poisons.indices.to(train_set.device)
     if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(train_set)):
         raise InvalidChoiceError(f"poison indices must lie in [0, {len(train_set)})")
@@ -92,20 +94,30 @@ def asr_interval(successes: int, trials: int, level: float = 0.95) -> tuple[floa
 # -----------------------------------------------------------------------------------------------------------------
 #  victims trained from scratch
 # -----------------------------------------------------------------------------------------------------------------
-def scratch_victims(data: DataBundle, train_set: ImageDataset, cfg: TrainConfig, seeds: Iterable[int],
-                    targets: torch.Tensor, *, device: torch.device | str = "auto", show_progress: bool = False,
-                    desc: str = "victims") -> Iterable[tuple[int, torch.Tensor, torch.Tensor]]:
+def scratch_victims(
+    data: DataBundle,
+    train_set: ImageDataset,
+    cfg: TrainConfig,
+    seeds: Iterable[int],
+    targets: torch.Tensor,
+    *,
+    device: torch.device | str = "auto",
+    show_progress: bool = False,
+    desc: str = "victims",
+) -> Iterable[tuple[int, torch.Tensor, torch.Tensor]]:
     """Train one fresh victim per seed on `train_set`; yield ``(seed, target_logits, test_logits)`` as each finishes.
 
     `targets` is ``(T, 3, H, W)`` uint8: every victim is evaluated on all of them (clean victims serve many targets).
     """
     device = get_device(device)
-    for group in train_fresh_many(data, cfg, seeds, device=device, train_set=train_set, show_progress=show_progress,
-                                  desc=desc):
+    for group in train_fresh_many(
+        data, cfg, seeds, device=device, train_set=train_set, show_progress=show_progress, desc=desc
+    ):
         for seed, model, _ in group:
             target_logits = predict_logits(model, targets, device=device, cfg=cfg).cpu()
-            test_logits = predict_logits(model, data.test.images, batch_size=cfg.eval_batch_size, device=device,
-                                         cfg=cfg).cpu()
+            test_logits = predict_logits(
+                model, data.test.images, batch_size=cfg.eval_batch_size, device=device, cfg=cfg
+            ).cpu()
             yield seed, target_logits, test_logits
 
 
@@ -113,18 +125,34 @@ def scratch_victims(data: DataBundle, train_set: ImageDataset, cfg: TrainConfig,
 #  victims that train a linear head on frozen features
 # -----------------------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int = 500,
-                     device: torch.device | str = "auto") -> torch.Tensor:
+def extract_features(
+    model: nn.Module, images: torch.Tensor, *, batch_size: int = 500, device: torch.device | str = "auto"
+) -> torch.Tensor:
     """Penultimate features ``(N, D)`` (float32, on the CPU) of uint8 images, in eval mode."""
     device = get_device(device)
     with eval_mode(model):
-        out = [model.features(to_unit(images[b:b + batch_size], device)).float().cpu()
-               for b in range(0, len(images), batch_size)]
+        out = [
+            model.features(to_unit(images[b : b + batch_size], device)).float().cpu()
+            for b in range(0, len(images), batch_size)
+        ]
     return torch.cat(out)
 
 
-def train_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: HeadConfig, *,
-               seed: int = 0) -> nn.Linear:
+def surrogate_features(
+    model: nn.Module, data: DataBundle, target_images: torch.Tensor, *, device: torch.device | str = "auto"
+) -> dict[str, torch.Tensor]:
+    """What transfer victims see: the surrogate's features of the training set, the test set and the targets
+    (keys ``"train"``, ``"test"``, ``"targets"``)."""
+    return {
+        "train": extract_features(model, data.train.images, device=device),
+        "test": extract_features(model, data.test.images, device=device),
+        "targets": extract_features(model, target_images, device=device),
+    }
+
+
+def train_head(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: HeadConfig, *, seed: int = 0
+) -> nn.Linear:
     """A fresh linear head (initialised from `seed`) trained on fixed features with SGD and a cosine schedule."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -137,7 +165,7 @@ def train_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, c
     for _ in range(cfg.epochs):
         order = torch.randperm(len(x), generator=gen)
         for b in range(0, len(x), cfg.batch_size):
-            idx = order[b:b + cfg.batch_size]
+            idx = order[b : b + cfg.batch_size]
             loss = F.cross_entropy(head(x[idx]) * HEAD_LOGIT_SCALE, y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -152,8 +180,9 @@ def head_logits(head: nn.Linear, features: torch.Tensor) -> torch.Tensor:
         return head(features / head.feature_scale) * HEAD_LOGIT_SCALE
 
 
-def poisoned_features(surrogate: nn.Module, train_features: torch.Tensor, poisons: Poisons | None, *,
-                      device: torch.device | str = "auto") -> torch.Tensor:
+def poisoned_features(
+    surrogate: nn.Module, train_features: torch.Tensor, poisons: Poisons | None, *, device: torch.device | str = "auto"
+) -> torch.Tensor:
     """The training set's frozen features with the poisons' rows replaced by the poisoned images' features."""
     if poisons is None:
         return train_features
@@ -162,9 +191,15 @@ def poisoned_features(surrogate: nn.Module, train_features: torch.Tensor, poison
     return rows
 
 
-def transfer_victims(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                     target_features: torch.Tensor, num_classes: int, cfg: HeadConfig, seeds: Iterable[int]
-                     ) -> Iterable[tuple[int, torch.Tensor, torch.Tensor]]:
+def transfer_victims(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    target_features: torch.Tensor,
+    num_classes: int,
+    cfg: HeadConfig,
+    seeds: Iterable[int],
+) -> Iterable[tuple[int, torch.Tensor, torch.Tensor]]:
     """One linear head per seed on fixed features; yield ``(seed, target_logits, test_logits)``."""
     for seed in seeds:
         head = train_head(train_features, train_labels.cpu(), num_classes, cfg, seed=seed)
@@ -207,8 +242,9 @@ class ResultsLog:
         try:
             header = json.loads(first)["header"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise ResultsFileError(f"{path} is not a poisondiff study log. Fix: pass another results folder, or "
-                                   f"delete the file.") from None
+            raise ResultsFileError(
+                f"{path} is not a poisondiff study log. Fix: pass another results folder, or delete the file."
+            ) from None
         return cls(path, header, writable=False)
 
     def _load(self) -> None:
@@ -229,17 +265,22 @@ class ResultsLog:
             with open(self.path, "r+b") as handle:
                 handle.truncate(len(raw) - len(tail))
         if not good or "header" not in good[0] or (self.damaged and self.damaged[0] == 1):
-            raise ResultsFileError(f"{self.path} is not a poisondiff study log. Fix: pass another results folder, or "
-                                   f"delete the file.")
+            raise ResultsFileError(
+                f"{self.path} is not a poisondiff study log. Fix: pass another results folder, or delete the file."
+            )
         if good[0]["header"].get("study") != self.header.get("study"):
-            raise ResultsFileError(f"{self.path} belongs to another study ({good[0]['header'].get('study')}, yours "
-                                   f"{self.header.get('study')}). Fix: pass another results folder, or delete it.")
+            raise ResultsFileError(
+                f"{self.path} belongs to another study ({good[0]['header'].get('study')}, yours "
+                f"{self.header.get('study')}). Fix: pass another results folder, or delete it."
+            )
         self.rows = good[1:]
         if self.damaged:
             shown = ", ".join(map(str, self.damaged[:10])) + (" ..." if len(self.damaged) > 10 else "")
-            warnings.warn(f"{self.path}: skipped {len(self.damaged)} damaged line(s) ({shown}); the other "
-                          f"{len(self.rows)} rows are kept. Those victims count as not done and will be rerun.",
-                          stacklevel=3)
+            warnings.warn(
+                f"{self.path}: skipped {len(self.damaged)} damaged line(s) ({shown}); the other "
+                f"{len(self.rows)} rows are kept. Those victims count as not done and will be rerun.",
+                stacklevel=3,
+            )
 
     def _append(self, obj: dict[str, Any]) -> None:
         if not self.writable:
@@ -259,9 +300,16 @@ class ResultsLog:
         return {(r["key"], r["attack"], int(r["victim"])) for r in self.rows}
 
 
-def log_outcomes(log: ResultsLog, results: Iterable[tuple[int, torch.Tensor, torch.Tensor]], test_labels: torch.Tensor,
-                 rows: Callable[[int, torch.Tensor, float], list[dict[str, Any]]], *, show_progress: bool,
-                 total: int, desc: str) -> None:
+def log_outcomes(
+    log: ResultsLog,
+    results: Iterable[tuple[int, torch.Tensor, torch.Tensor]],
+    test_labels: torch.Tensor,
+    rows: Callable[[int, torch.Tensor, float], list[dict[str, Any]]],
+    *,
+    show_progress: bool,
+    total: int,
+    desc: str,
+) -> None:
     """Drain a victim generator, appending the rows each victim produces as soon as it is done.
 
     ``rows(seed, target_logits, clean_accuracy)`` builds them; the clean test accuracy is computed once per victim.
@@ -269,8 +317,9 @@ def log_outcomes(log: ResultsLog, results: Iterable[tuple[int, torch.Tensor, tor
     training is counted toward its first victim).
     """
     start = time.perf_counter()
-    for seed, target_logits, test_logits in progress(results, enable=show_progress, total=total, desc=desc,
-                                                     unit="victim", leave=False):
+    for seed, target_logits, test_logits in progress(
+        results, enable=show_progress, total=total, desc=desc, unit="victim", leave=False
+    ):
         seconds = time.perf_counter() - start
         accuracy = test_accuracy(test_logits, test_labels)
         for row in rows(seed, target_logits, accuracy):
@@ -284,14 +333,30 @@ def test_accuracy(test_logits: torch.Tensor, test_labels: torch.Tensor) -> float
     return float((test_logits.argmax(1).cpu() == test_labels.cpu()).float().mean())
 
 
-def outcome_row(key: str, attack: str, seed: int, target_logits: torch.Tensor, clean_accuracy: float,
-                adv_class: int, true_class: int, **extra: Any) -> dict[str, Any]:
+def outcome_row(
+    key: str,
+    attack: str,
+    seed: int,
+    target_logits: torch.Tensor,
+    clean_accuracy: float,
+    adv_class: int,
+    true_class: int,
+    **extra: Any,
+) -> dict[str, Any]:
     """The log row of one victim on one target: its prediction, the two probabilities, its clean accuracy."""
     prob = torch.softmax(target_logits.float(), -1)
     pred = int(prob.argmax())
-    return {"key": key, "attack": attack, "victim": int(seed), "pred": pred, "success": pred == adv_class,
-            "p_adv": round(float(prob[adv_class]), 6), "p_true": round(float(prob[true_class]), 6),
-            "clean_accuracy": round(clean_accuracy, 6), **extra}
+    return {
+        "key": key,
+        "attack": attack,
+        "victim": int(seed),
+        "pred": pred,
+        "success": pred == adv_class,
+        "p_adv": round(float(prob[adv_class]), 6),
+        "p_true": round(float(prob[true_class]), 6),
+        "clean_accuracy": round(clean_accuracy, 6),
+        **extra,
+    }
 
 
 def victim_seeds(seed0: int, count: int) -> list[int]:

@@ -21,7 +21,7 @@ from .distance import DistanceResult, distance_matrix
 from .errors import InvalidChoiceError
 from .metrics import trajectory_metrics
 from .plotting import symlog_scale, to_hwc
-from .record import Trajectory
+from .trajectory import Trajectory
 
 
 @dataclass
@@ -48,8 +48,10 @@ class TargetView:
 
     def __post_init__(self) -> None:
         if len(self.images) != self.traj.num_examples:
-            raise InvalidChoiceError(f"{len(self.images)} images for {self.traj.num_examples} recorded examples; pass "
-                                     f"split.images[traj.indices]")
+            raise InvalidChoiceError(
+                f"{len(self.images)} images for {self.traj.num_examples} recorded examples; pass "
+                f"split.images[traj.indices]"
+            )
 
     @property
     def scores(self) -> dict[str, np.ndarray]:
@@ -61,8 +63,9 @@ class TargetView:
         """Position in the trajectory of test-set index `index`."""
         hits = np.flatnonzero(self.traj.indices == index)
         if len(hits) == 0:
-            raise InvalidChoiceError(f"test index {index} was not recorded; recorded: {self.traj.indices.min()}.."
-                                     f"{self.traj.indices.max()}")
+            raise InvalidChoiceError(
+                f"test index {index} was not recorded; recorded: {self.traj.indices.min()}..{self.traj.indices.max()}"
+            )
         return int(hits[0])
 
     def ranked(self, label: int | None = None) -> np.ndarray:
@@ -77,8 +80,13 @@ class TargetView:
         if self.model is None:
             return None
         if pos not in self._delta:
-            result = distance_matrix(self.model, self.images[pos:pos + 1], self.traj.labels[pos:pos + 1],
-                                     device=self.device, show_progress=False)
+            result = distance_matrix(
+                self.model,
+                self.images[pos : pos + 1],
+                self.traj.labels[pos : pos + 1],
+                device=self.device,
+                show_progress=False,
+            )
             self._delta[pos] = result.step[0]
         return self._delta[pos]
 
@@ -89,8 +97,15 @@ class TargetView:
             return None
         if (pos, cls) not in self._tau:
             delta = DistanceResult.from_step(self.delta(pos)[cls])
-            self._tau[(pos, cls)] = budget_lower_bound(self.model, self.images[pos], cls, self.train_set, delta=delta,
-                                                       num_batches=self.tau_batches, device=self.device).tau
+            self._tau[(pos, cls)] = budget_lower_bound(
+                self.model,
+                self.images[pos],
+                cls,
+                self.train_set,
+                delta=delta,
+                num_batches=self.tau_batches,
+                device=self.device,
+            ).tau
         return self._tau[(pos, cls)]
 
     def tau_per_class(self, pos: int) -> np.ndarray | None:
@@ -133,13 +148,16 @@ def target_figure(view: TargetView, index: int | None = None, *, position: int |
     ax.imshow(to_hwc(view.images[pos]), interpolation="nearest")
     ax.axis("off")
     dominant = view.classes[int(scores["dominant"][pos])]
-    ax.set_title(f"test #{int(traj.indices[pos])}: {str(view.classes[label])[:18]}\nEPA {scores['epa'][pos]:.3f} · "
-                 f"DPS {scores['dps'][pos]:.3f} ({str(dominant)[:12]})", fontsize=9)
+    ax.set_title(
+        f"test #{int(traj.indices[pos])}: {str(view.classes[label])[:18]}\nEPA {scores['epa'][pos]:.3f} · "
+        f"DPS {scores['dps'][pos]:.3f} ({str(dominant)[:12]})",
+        fontsize=9,
+    )
 
     ax = fig.add_subplot(grid[0, 1:])
     epochs = np.arange(1, traj.num_epochs + 1)
     for m in range(traj.completed):
-        line, = ax.plot(epochs, traj.true_prob[m, :, pos].astype(float), marker="o", ms=3, lw=1, label=f"run {m}")
+        (line,) = ax.plot(epochs, traj.true_prob[m, :, pos].astype(float), marker="o", ms=3, lw=1, label=f"run {m}")
         wrong = traj.preds[m, :, pos] != label
         ax.scatter(epochs[wrong], traj.true_prob[m, wrong, pos].astype(float), marker="x", s=40, color=line.get_color())
     ax.set_ylim(-0.03, 1.03)
@@ -174,15 +192,17 @@ def target_figure(view: TargetView, index: int | None = None, *, position: int |
             tau_ax.text(0.5, 0.5, "τ: pass train_set= to TargetView", ha="center", va="center")
             tau_ax.axis("off")
         else:
-            tau_ax.bar(xs, np.nan_to_num(tau, nan=0.0), color=["#d62728" if c == view.poison_class else "#ff7f0e"
-                                                               for c in xs])
+            tau_ax.bar(
+                xs, np.nan_to_num(tau, nan=0.0), color=["#d62728" if c == view.poison_class else "#ff7f0e" for c in xs]
+            )
             known = np.isfinite(tau)
             symlog_scale(tau_ax, tau)  # τ spans decades
             tau_ax.set_ylabel("τ (bound on poison ratio, log)")
-            tau_ax.set_title(f"τ toward {'each class' if known.sum() > 1 else poison}"
-                             f" (0: the bound does not bind)", fontsize=9)
+            tau_ax.set_title(
+                f"τ toward {'each class' if known.sum() > 1 else poison} (0: the bound does not bind)", fontsize=9
+            )
         tau_ax.set_xticks(xs)
-        tau_ax.set_xticklabels([str(c)[:9] for c in view.classes[:len(delta)]], rotation=45, ha="right", fontsize=7)
+        tau_ax.set_xticklabels([str(c)[:9] for c in view.classes[: len(delta)]], rotation=45, ha="right", fontsize=7)
         if len(delta) > 30:
             tau_ax.set_xticks([])
 
@@ -216,8 +236,11 @@ def explorer(view: TargetView, *, label: int | None = None) -> Any:
     except ImportError as exc:  # pragma: no cover - ipywidgets is in the notebooks extra
         raise InvalidChoiceError("the explorer needs ipywidgets: pip install -e '.[notebooks]'") from exc
     present = sorted(set(int(c) for c in view.traj.labels))
-    class_box = w.Dropdown(options=[("all classes", -1)] + [(str(view.classes[c])[:30], c) for c in present],
-                           value=-1 if label is None else label, description="class")
+    class_box = w.Dropdown(
+        options=[("all classes", -1)] + [(str(view.classes[c])[:30], c) for c in present],
+        value=-1 if label is None else label,
+        description="class",
+    )
     rank = w.IntSlider(min=0, max=1, value=0, description="EPA rank", continuous_update=False)
     easiest = w.Button(description="easiest", tooltip="lowest EPA: easiest to poison")
     hardest = w.Button(description="hardest", tooltip="highest EPA: hardest to poison")
@@ -255,12 +278,19 @@ def target_table(view: TargetView, positions: Sequence[int]) -> list[dict[str, A
     for pos in positions:
         delta = view.delta(pos)
         outcomes = view.outcomes(pos)
-        rows.append({"index": int(view.traj.indices[pos]), "class": str(view.classes[int(view.traj.labels[pos])])[:14],
-                     "epa": float(view.scores["epa"][pos]), "dps": float(view.scores["dps"][pos]),
-                     "delta_step": float("nan") if delta is None else float(delta[view.poison_class]),
-                     "tau": float("nan") if view.tau(pos) is None else float(view.tau(pos)),
-                     "best_asr": max((r["asr"] for r in outcomes if not r["label"].startswith("no attack")),
-                                     default=float("nan"))})
+        rows.append(
+            {
+                "index": int(view.traj.indices[pos]),
+                "class": str(view.classes[int(view.traj.labels[pos])])[:14],
+                "epa": float(view.scores["epa"][pos]),
+                "dps": float(view.scores["dps"][pos]),
+                "delta_step": float("nan") if delta is None else float(delta[view.poison_class]),
+                "tau": float("nan") if view.tau(pos) is None else float(view.tau(pos)),
+                "best_asr": max(
+                    (r["asr"] for r in outcomes if not r["label"].startswith("no attack")), default=float("nan")
+                ),
+            }
+        )
     return rows
 
 

@@ -28,9 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     preset, command = LAB_STUDIES[args.name]
     try:
         result = load_study(preset(), args.results_dir)
-        folder = ship(result, args.name, description=_describe(result) + (f" {args.note}" if args.note else ""),
-                      command=command, wall_seconds=args.wall_seconds, code_version=args.code_version,
-                      allow_partial=args.partial)
+        folder = ship(
+            result,
+            args.name,
+            description=_describe(result) + (f" {args.note}" if args.note else ""),
+            command=command,
+            wall_seconds=args.wall_seconds,
+            code_version=args.code_version,
+            allow_partial=args.partial,
+        )
     except PoisonDiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -40,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _describe(result) -> str:
     attacks = ", ".join(result.label(a) for a in result.attack_ids())
-    return (f"{result.config.trajectory.dataset}, lab preset: {attacks}; {len(result.targets)} targets, "
-            f"{result.config.victims} victims each, plus no-attack victims.")
+    return (
+        f"{result.config.trajectory.dataset}, lab preset: {attacks}; {len(result.targets)} targets, "
+        f"{result.config.victims} victims each, plus no-attack victims."
+    )
 
 
 if __name__ == "__main__":

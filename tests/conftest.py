@@ -72,7 +72,7 @@ def make_toy_bundle(train: int = 64, test: int = 32):
         images = torch.randint(0, 60, (n, 3, 16, 16), generator=gen, dtype=torch.uint8)
         for k in range(4):
             r, c = divmod(k, 2)
-            images[labels == k, :, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8] += 150
+            images[labels == k, :, r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8] += 150
         return ImageDataset(images, labels)
 
     return DataBundle("cifar10", make(train), make(test), ("a", "b", "c", "d"), (0.5,) * 3, (0.25,) * 3, source="toy")

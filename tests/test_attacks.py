@@ -9,7 +9,7 @@ import torch
 from conftest import make_toy_bundle
 from poisondiff_lite import InvalidChoiceError, TrainConfig, build_model, train_fresh
 from poisondiff_lite.attacks import AttackConfig, Poisons, craft, poison_indices, quantise
-from poisondiff_lite.victims import (HeadConfig, extract_features, insert_poisons, transfer_victims)
+from poisondiff_lite.victims import HeadConfig, extract_features, insert_poisons, transfer_victims
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,9 @@ def test_large_budget_attack_beats_no_attack(toy, surrogate):
     # an outlying target, as feature collision needs: mostly class 0, partly class 1; clean victims call it class 0
     zero, one = (toy.test.images[int(torch.nonzero(toy.test.labels == k)[0])].float() for k in (0, 1))
     target = (0.6 * zero + 0.4 * one).round().to(torch.uint8)
-    attack = AttackConfig(name="fc", eps=64 / 255, num_poisons=48, steps=60, restarts=1, augment=False,
-                          setting="transfer")
+    attack = AttackConfig(
+        name="fc", eps=64 / 255, num_poisons=48, steps=60, restarts=1, augment=False, setting="transfer"
+    )
     images, labels, idx = _bases(toy, 1, 48)
     poisons = craft(attack, surrogate, target, 1, images, labels, idx, device="cpu")
     train = extract_features(surrogate, toy.train.images, device="cpu")
@@ -82,10 +83,12 @@ def test_large_budget_attack_beats_no_attack(toy, surrogate):
     poisoned = train.clone()
     poisoned[poisons.indices] = extract_features(surrogate, poisons.images, device="cpu")
     seeds, head = range(4), HeadConfig.quick()
-    clean = [int(t.argmax())
-             for _, t, _ in transfer_victims(train, toy.train.labels, test, target_feat, 4, head, seeds)]
-    attacked = [int(t.argmax()) for _, t, _ in transfer_victims(poisoned, toy.train.labels, test, target_feat, 4, head,
-                                                                seeds)]
+    clean = [
+        int(t.argmax()) for _, t, _ in transfer_victims(train, toy.train.labels, test, target_feat, 4, head, seeds)
+    ]
+    attacked = [
+        int(t.argmax()) for _, t, _ in transfer_victims(poisoned, toy.train.labels, test, target_feat, 4, head, seeds)
+    ]
     assert clean.count(1) == 0 and attacked.count(1) >= 3, f"clean {clean}, attacked {attacked}"
 
 
@@ -113,12 +116,15 @@ def test_insert_poisons_only_changes_the_poisoned_rows(toy):
     assert torch.equal(toy.train.images[idx], images), "the clean training set must not be modified"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"name": "witches"}, "unknown attack 'witches'; valid choices: 'gm', 'bp', 'fc'"),
-    ({"budget": -0.01}, "budget must be > 0"),
-    ({"eps": 16}, "eps is in [0, 1] pixel units"),
-    ({"setting": "finetune"}, "valid choices: 'scratch', 'transfer'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "witches"}, "unknown attack 'witches'; valid choices: 'gm', 'bp', 'fc'"),
+        ({"budget": -0.01}, "budget must be > 0"),
+        ({"eps": 16}, "eps is in [0, 1] pixel units"),
+        ({"setting": "finetune"}, "valid choices: 'scratch', 'transfer'"),
+    ],
+)
 def test_bad_attack_settings_name_the_fix(kwargs, message):
     with pytest.raises(InvalidChoiceError) as info:
         AttackConfig(**kwargs)
@@ -128,8 +134,15 @@ def test_bad_attack_settings_name_the_fix(kwargs, message):
 def test_shape_mismatch_is_a_clear_error(toy):
     model = build_model("fastnet_small", 4)
     with pytest.raises(InvalidChoiceError, match="same size"):
-        craft(AttackConfig(steps=1, restarts=1), model, torch.zeros(3, 8, 8, dtype=torch.uint8), 1,
-              toy.train.images[:2], toy.train.labels[:2], device="cpu")
+        craft(
+            AttackConfig(steps=1, restarts=1),
+            model,
+            torch.zeros(3, 8, 8, dtype=torch.uint8),
+            1,
+            toy.train.images[:2],
+            toy.train.labels[:2],
+            device="cpu",
+        )
 
 
 def test_presets_follow_the_paper():

@@ -43,23 +43,26 @@ def _raises(call, *words: str, error: type[Exception] = InvalidChoiceError) -> N
 LABELS = np.array([0, 1, 0])
 
 
-@pytest.mark.parametrize("call, words", [
-    (lambda: epa(np.array([[0.0, np.nan, 0.0]]), LABELS), ("whole class indices",)),
-    (lambda: epa(np.array([[0.5, 1.0, 0.0]]), LABELS), ("whole class indices",)),
-    (lambda: epa(np.array([[0, 1, 0], [-1, -1, -1]]), LABELS), ("unfinished runs", "-1")),
-    (lambda: soft_epa(np.array([[7.0, 0.5, 0.1]])), ("[0, 1]",)),
-    (lambda: soft_epa(np.array([[np.nan, 0.5, 0.1]])), ("NaN",)),
-    (lambda: select_targets(np.array([np.nan, 0.5, 0.1, 0.3]), np.zeros(4, int), 0, per_bucket=1), ("NaN",)),
-    (lambda: check_positive("victims", "5"), ("victims", "number", "'5'")),
-    (lambda: check_positive("budget", float("nan")), ("budget", "finite")),
-    (lambda: TrajectoryConfig(classes=(0, 0, 1)), ("more than once",)),
-    (lambda: TrajectoryConfig(classes=(-1, 0)), ("[0",)),
-    (lambda: TrajectoryConfig(seed0="abc"), ("seed0", "integer")),
-    (lambda: TrajectoryConfig(eval_indices=(3, 3)), ("distinct",)),
-    (lambda: TrainConfig(epochs=2.5), ("epochs", "integer")),
-    (lambda: pdl.StudyConfig(victims="2"), ("victims", "integer")),
-    (lambda: AttackConfig(steps="250"), ("steps", "integer")),
-])
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda: epa(np.array([[0.0, np.nan, 0.0]]), LABELS), ("whole class indices",)),
+        (lambda: epa(np.array([[0.5, 1.0, 0.0]]), LABELS), ("whole class indices",)),
+        (lambda: epa(np.array([[0, 1, 0], [-1, -1, -1]]), LABELS), ("unfinished runs", "-1")),
+        (lambda: soft_epa(np.array([[7.0, 0.5, 0.1]])), ("[0, 1]",)),
+        (lambda: soft_epa(np.array([[np.nan, 0.5, 0.1]])), ("NaN",)),
+        (lambda: select_targets(np.array([np.nan, 0.5, 0.1, 0.3]), np.zeros(4, int), 0, per_bucket=1), ("NaN",)),
+        (lambda: check_positive("victims", "5"), ("victims", "number", "'5'")),
+        (lambda: check_positive("budget", float("nan")), ("budget", "finite")),
+        (lambda: TrajectoryConfig(classes=(0, 0, 1)), ("more than once",)),
+        (lambda: TrajectoryConfig(classes=(-1, 0)), ("[0",)),
+        (lambda: TrajectoryConfig(seed0="abc"), ("seed0", "integer")),
+        (lambda: TrajectoryConfig(eval_indices=(3, 3)), ("distinct",)),
+        (lambda: TrainConfig(epochs=2.5), ("epochs", "integer")),
+        (lambda: pdl.StudyConfig(victims="2"), ("victims", "integer")),
+        (lambda: AttackConfig(steps="250"), ("steps", "integer")),
+    ],
+)
 def test_numbers_that_would_mislead_are_refused(call, words):
     _raises(call, *words)
 
@@ -69,8 +72,10 @@ def test_valid_predictions_still_give_the_hand_computed_epa():
     np.testing.assert_allclose(epa(preds, LABELS), [1.0, 1.0, 0.5])
 
 
-@pytest.mark.parametrize("classes, words", [((-1, 0), ("[0, 4)", "-1")), ((0, 0, 1), ("more than once",)),
-                                            ((7,), ("[0, 4)", "7")), ((), ("at least one",))])
+@pytest.mark.parametrize(
+    "classes, words",
+    [((-1, 0), ("[0, 4)", "-1")), ((0, 0, 1), ("more than once",)), ((7,), ("[0, 4)", "7")), ((), ("at least one",))],
+)
 def test_class_lists_are_checked(toy_bundle, classes, words):
     _raises(lambda: toy_bundle.select_classes(classes), *words)
 
@@ -81,21 +86,34 @@ def test_class_lists_are_checked(toy_bundle, classes, words):
 IMAGE = torch.randint(0, 256, (3, 16, 16), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
 
 
-@pytest.mark.parametrize("image, words", [
-    (IMAGE.float(), ("[0, 1]", "255")),  # pixels in 0-255 passed as floats: δ would be ~15x off
-    (IMAGE.long(), ("int64", "uint8")),
-    (torch.full((3, 16, 16), float("nan")), ("NaN",)),  # δ = τ = inf ("never flips") before
-    (IMAGE.float()[0] / 255, ("(3, H, W)",)),
-    (IMAGE.numpy(), ("torch tensor",)),
-])
+@pytest.mark.parametrize(
+    "image, words",
+    [
+        (IMAGE.float(), ("[0, 1]", "255")),  # pixels in 0-255 passed as floats: δ would be ~15x off
+        (IMAGE.long(), ("int64", "uint8")),
+        (torch.full((3, 16, 16), float("nan")), ("NaN",)),  # δ = τ = inf ("never flips") before
+        (IMAGE.float()[0] / 255, ("(3, H, W)",)),
+        (IMAGE.numpy(), ("torch tensor",)),
+    ],
+)
 def test_bad_images_are_refused_by_delta_tau_and_crafting(net, toy_bundle, image, words):
     _raises(lambda: poisoning_distance(net, image, 1, device="cpu"), *words)
     _raises(lambda: budget_lower_bound(net, image, 1, toy_bundle.train, num_batches=1, device="cpu"), *words)
     if torch.is_tensor(image) and image.ndim == 3:
         batch = image[None].expand(2, -1, -1, -1)
         _raises(lambda: distance_matrix(net, batch, np.array([0, 0]), device="cpu", show_progress=False), *words)
-        _raises(lambda: craft(AttackConfig.quick("gm", steps=1), net, image, 1, toy_bundle.train.images[:2],
-                              toy_bundle.train.labels[:2], device="cpu"), *words)
+        _raises(
+            lambda: craft(
+                AttackConfig.quick("gm", steps=1),
+                net,
+                image,
+                1,
+                toy_bundle.train.images[:2],
+                toy_bundle.train.labels[:2],
+                device="cpu",
+            ),
+            *words,
+        )
 
 
 def test_valid_images_give_the_same_delta_as_uint8_and_as_unit_floats(net):
@@ -105,8 +123,10 @@ def test_valid_images_give_the_same_delta_as_uint8_and_as_unit_floats(net):
 
 
 def test_tau_checks_its_batches_before_searching_delta(net, toy_bundle, monkeypatch):
-    monkeypatch.setattr("poisondiff_lite.budget.poisoning_distance",
-                        lambda *a, **k: pytest.fail("δ was searched before the settings were checked"))
+    monkeypatch.setattr(
+        "poisondiff_lite.budget.poisoning_distance",
+        lambda *a, **k: pytest.fail("δ was searched before the settings were checked"),
+    )
     _raises(lambda: budget_lower_bound(net, IMAGE, 1, toy_bundle.train, num_batches=0, device="cpu"), "num_batches")
 
 
@@ -121,21 +141,35 @@ def test_datasets_from_tensors_name_the_conversion():
 # -----------------------------------------------------------------------------------------------------------------
 #  papermill parameters arrive as strings
 # -----------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("value, expected", [("False", False), ("false", False), ("0", False), ("no", False),
-                                             ("True", True), ("yes", True), (1, True), (False, False)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("False", False),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("True", True),
+        ("yes", True),
+        (1, True),
+        (False, False),
+    ],
+)
 def test_string_booleans_mean_what_they_say(value, expected):
     assert pdl.resolve_quick(value) is expected
     assert check_flag("DOWNLOAD", value) is expected
 
 
-@pytest.mark.parametrize("call, words", [
-    (lambda: pdl.resolve_quick("maybe"), ("QUICK", "True or False", "'maybe'")),
-    (lambda: pdl.resolve_quick(2), ("QUICK",)),
-    (lambda: pdl.seed_everything("abc"), ("seed", "integer")),
-    (lambda: pdl.seed_everything(1.5), ("seed", "integer")),
-    (lambda: list(progress([1], enable="maybe")), ("progress",)),
-    (lambda: pdl.load_dataset("cifar10", download="maybe"), ("download",)),
-])
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda: pdl.resolve_quick("maybe"), ("QUICK", "True or False", "'maybe'")),
+        (lambda: pdl.resolve_quick(2), ("QUICK",)),
+        (lambda: pdl.seed_everything("abc"), ("seed", "integer")),
+        (lambda: pdl.seed_everything(1.5), ("seed", "integer")),
+        (lambda: list(progress([1], enable="maybe")), ("progress",)),
+        (lambda: pdl.load_dataset("cifar10", download="maybe"), ("download",)),
+    ],
+)
 def test_non_booleans_and_non_integers_from_papermill_are_errors(call, words):
     _raises(call, *words)
 
@@ -145,8 +179,9 @@ def test_non_booleans_and_non_integers_from_papermill_are_errors(call, words):
 # -----------------------------------------------------------------------------------------------------------------
 def test_trajectory_without_preds_names_the_missing_array(tmp_path, toy_bundle):
     path = tmp_path / "t.npz"
-    traj = record.record_trajectories(TrajectoryConfig(train=TOY, runs=1), data=toy_bundle, path=path,
-                                      show_progress=False, device="cpu")
+    traj = record.record_trajectories(
+        TrajectoryConfig(train=TOY, runs=1), data=toy_bundle, path=path, show_progress=False, device="cpu"
+    )
     with np.load(path) as npz:
         arrays = {k: npz[k] for k in npz.files if k != "preds"}
     np.savez(path, **arrays)
@@ -156,22 +191,34 @@ def test_trajectory_without_preds_names_the_missing_array(tmp_path, toy_bundle):
 
 def test_truncated_saved_model_names_the_fix(tmp_path, toy_bundle):
     path = tmp_path / "t.npz"
-    record.record_trajectories(TrajectoryConfig(train=TOY, runs=1), data=toy_bundle, path=path, show_progress=False,
-                               device="cpu", keep_models=True)
+    record.record_trajectories(
+        TrajectoryConfig(train=TOY, runs=1),
+        data=toy_bundle,
+        path=path,
+        show_progress=False,
+        device="cpu",
+        keep_models=True,
+    )
     model_file = record.run_model_path(path, 0)
     model_file.write_bytes(model_file.read_bytes()[:100])
-    _raises(lambda: pdl.load_run_model(path, 0), "not a readable saved model", "keep_models=True",
-            error=ResultsFileError)
+    _raises(
+        lambda: pdl.load_run_model(path, 0), "not a readable saved model", "keep_models=True", error=ResultsFileError
+    )
 
 
 def test_truncated_poison_file_names_the_fix(tmp_path):
-    poisons = Poisons(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.arange(2), torch.zeros(2, 3, 4, 4), [1.0],
-                      [1.0], "gm")
+    poisons = Poisons(
+        torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.arange(2), torch.zeros(2, 3, 4, 4), [1.0], [1.0], "gm"
+    )
     path = tmp_path / "p.pt"
     poisons.save(path)
     path.write_bytes(path.read_bytes()[:50])
-    _raises(lambda: Poisons.load(path, torch.zeros(2, 3, 4, 4, dtype=torch.uint8)), "poison file", "delete it",
-            error=ResultsFileError)
+    _raises(
+        lambda: Poisons.load(path, torch.zeros(2, 3, 4, 4, dtype=torch.uint8)),
+        "poison file",
+        "delete it",
+        error=ResultsFileError,
+    )
 
 
 @pytest.mark.parametrize("content", ['{"targets": [{"index": 1', '{"classes": []}', "[]"])
@@ -189,12 +236,25 @@ def test_unwritable_results_folder_fails_before_training(tmp_path, toy_bundle, m
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     monkeypatch.setattr(record, "train_fresh_many", lambda *a, **k: pytest.fail("trained before checking the folder"))
-    _raises(lambda: record.record_trajectories(TrajectoryConfig(train=TOY, runs=1), data=toy_bundle,
-                                               path=blocker / "t.npz", show_progress=False, device="cpu"),
-            "results folder", "Fix", error=ResultsFileError)
+    _raises(
+        lambda: record.record_trajectories(
+            TrajectoryConfig(train=TOY, runs=1),
+            data=toy_bundle,
+            path=blocker / "t.npz",
+            show_progress=False,
+            device="cpu",
+        ),
+        "results folder",
+        "Fix",
+        error=ResultsFileError,
+    )
     _raises(lambda: check_writable(blocker / "sub"), "not writable", error=ResultsFileError)
-    _raises(lambda: atomic_write(blocker / "x.bin", lambda f: f.write(b"1")), "could not write", "Fix",
-            error=ResultsFileError)
+    _raises(
+        lambda: atomic_write(blocker / "x.bin", lambda f: f.write(b"1")),
+        "could not write",
+        "Fix",
+        error=ResultsFileError,
+    )
 
 
 def test_study_checks_its_folder_and_bucket_size_before_training(tmp_path, toy_bundle, monkeypatch):
@@ -202,8 +262,11 @@ def test_study_checks_its_folder_and_bucket_size_before_training(tmp_path, toy_b
 
     monkeypatch.setattr(study, "record_trajectories", lambda *a, **k: pytest.fail("trained before the checks"))
     config = pdl.StudyConfig(trajectory=TrajectoryConfig(train=TOY, runs=1), per_bucket=5000, victims=1)
-    _raises(lambda: pdl.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False),
-            "per_bucket=5000", "at most 8")
+    _raises(
+        lambda: pdl.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False),
+        "per_bucket=5000",
+        "at most 8",
+    )
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     ok = pdl.StudyConfig(trajectory=TrajectoryConfig(train=TOY, runs=1), per_bucket=1, victims=1)
@@ -211,16 +274,31 @@ def test_study_checks_its_folder_and_bucket_size_before_training(tmp_path, toy_b
         pdl.run_study(ok, data=toy_bundle, device="cpu", results_dir=blocker, show_progress=False)
 
 
-@pytest.mark.parametrize("kwargs, words", [({"tau_batches": 0}, ("tau_batches",)),
-                                           ({"variant": "foo"}, ("variant", "foo")),
-                                           ({"per_bucket": 5000}, ("per_bucket=5000",)),
-                                           ({"poison_classes": [1, 1]}, ("more than once",))])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"tau_batches": 0}, ("tau_batches",)),
+        ({"variant": "foo"}, ("variant", "foo")),
+        ({"per_bucket": 5000}, ("per_bucket=5000",)),
+        ({"poison_classes": [1, 1]}, ("more than once",)),
+    ],
+)
 def test_metrics_table_checks_settings_before_training(tmp_path, toy_bundle, monkeypatch, kwargs, words):
     import poisondiff_lite.metrics_table as table
 
     monkeypatch.setattr(table, "record_trajectories", lambda *a, **k: pytest.fail("trained before the checks"))
-    _raises(lambda: table.target_metrics_csv(TrajectoryConfig(train=TOY, runs=1), tmp_path / "m.csv", data=toy_bundle,
-                                             device="cpu", results_dir=tmp_path, show_progress=False, **kwargs), *words)
+    _raises(
+        lambda: table.target_metrics_csv(
+            TrajectoryConfig(train=TOY, runs=1),
+            tmp_path / "m.csv",
+            data=toy_bundle,
+            device="cpu",
+            results_dir=tmp_path,
+            show_progress=False,
+            **kwargs,
+        ),
+        *words,
+    )
 
 
 def test_files_get_the_users_umask(tmp_path):
@@ -240,8 +318,9 @@ def test_experiment_recorded_without_weights_gets_run_0_again(tmp_path, toy_bund
     config = TrajectoryConfig(train=TOY, runs=2)
     traj = record.record_trajectories(config, data=toy_bundle, path=path, show_progress=False, device="cpu")
     assert not record.run_model_path(path, 0).exists()
-    again = record.record_trajectories(config, data=toy_bundle, path=path, show_progress=False, device="cpu",
-                                       keep_models=True)
+    again = record.record_trajectories(
+        config, data=toy_bundle, path=path, show_progress=False, device="cpu", keep_models=True
+    )
     np.testing.assert_array_equal(again.preds, traj.preds)  # nothing recorded twice
     model = pdl.load_run_model(path, 0)
     preds = pdl.predict_logits(model, toy_bundle.test.images, device="cpu").argmax(1).numpy()

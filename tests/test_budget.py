@@ -13,8 +13,9 @@ from poisondiff_lite.distance import DistanceResult, moved_parameters
 from test_distance import linear_model
 
 
-@pytest.mark.parametrize("classes, derived, authors",
-                         [(2, 0.2785, 0.7619), (10, 1.1010, 1.7218), (200, 3.1469, 3.9283)])
+@pytest.mark.parametrize(
+    "classes, derived, authors", [(2, 0.2785, 0.7619), (10, 1.1010, 1.7218), (200, 3.1469, 3.9283)]
+)
 def test_lambert_w_table_from_the_notes(classes, derived, authors):
     assert lambert_denominator(classes) == pytest.approx(derived, abs=1e-4)
     assert lambert_denominator(classes, "authors") == pytest.approx(authors, abs=1e-4)
@@ -74,12 +75,19 @@ def test_tau_vanishes_at_a_stationary_point():
 
     def tau_here():  # η* = 0: the target already predicts the poison class, so w_p is the model itself
         own = int(model(X[:1]).argmax())
-        return budget_lower_bound(model, x, own, train, delta=DistanceResult(0.0, 0.0, 0.0, own), num_batches=None,
-                                  device="cpu")
+        return budget_lower_bound(
+            model, x, own, train, delta=DistanceResult(0.0, 0.0, 0.0, own), num_batches=None, device="cpu"
+        )
 
     far = tau_here()
-    optimizer = torch.optim.LBFGS(model.head.parameters(), lr=1, max_iter=500, tolerance_grad=1e-12,
-                                  tolerance_change=1e-14, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        model.head.parameters(),
+        lr=1,
+        max_iter=500,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-14,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         optimizer.zero_grad()

@@ -29,8 +29,16 @@ def client():
 
 
 def _outcomes(rows):
-    return {(r["key"], r["attack"], r["victim"]): (r["pred"], r["p_adv"], r["p_true"], r["clean_accuracy"],
-                                                   r.get("crafting_loss") or 0.0) for r in rows}
+    return {
+        (r["key"], r["attack"], r["victim"]): (
+            r["pred"],
+            r["p_adv"],
+            r["p_true"],
+            r["clean_accuracy"],
+            r.get("crafting_loss") or 0.0,
+        )
+        for r in rows
+    }
 
 
 def _same(a, b):
@@ -51,12 +59,14 @@ def test_cluster_study_equals_the_serial_study(tmp_path, toy_bundle, client):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the workers have one thread each: the same arithmetic
     try:
-        serial = study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path / "serial",
-                                 show_progress=False)
+        serial = study.run_study(
+            config, data=toy_bundle, device="cpu", results_dir=tmp_path / "serial", show_progress=False
+        )
     finally:
         torch.set_num_threads(threads)
-    distributed = study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path / "cluster",
-                                  show_progress=False, client=client)
+    distributed = study.run_study(
+        config, data=toy_bundle, device="cpu", results_dir=tmp_path / "cluster", show_progress=False, client=client
+    )
     assert len(_keys(distributed.rows)) == len(set(_keys(distributed.rows))) == len(serial.rows) == 16
     _same(_outcomes(distributed.rows), _outcomes(serial.rows))
     saved = sorted(p.name for p in (distributed.path / "poisons").glob("*.pt"))
@@ -79,9 +89,10 @@ def test_local_workers_keep_glibcs_adaptive_malloc(client):
 
 
 def test_a_killed_worker_loses_nothing_and_duplicates_nothing(tmp_path, toy_bundle, client):
-    config = dataclasses.replace(tiny_config(victims=6),
-                                 trajectory=dataclasses.replace(tiny_config().trajectory,
-                                                                train=TrainConfig.quick(epochs=6, batch_size=16)))
+    config = dataclasses.replace(
+        tiny_config(victims=6),
+        trajectory=dataclasses.replace(tiny_config().trajectory, train=TrainConfig.quick(epochs=6, batch_size=16)),
+    )
     expected = 2 * 2 * 6 + 2 * 2 * 6  # (GM + FC) x 2 targets x 6 victims, + 6 clean victims per setting x 2 targets
     log_path = study.study_dir(config, tmp_path) / "results.jsonl"
     killed = {}
@@ -100,8 +111,9 @@ def test_a_killed_worker_loses_nothing_and_duplicates_nothing(tmp_path, toy_bund
 
     watcher = threading.Thread(target=kill_a_worker_after_the_first_victim)
     watcher.start()
-    result = study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False,
-                             client=client)
+    result = study.run_study(
+        config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False, client=client
+    )
     watcher.join()
     assert "pid" in killed and killed["rows_before"] < expected, "the worker must die while work is left"
     keys = _keys(result.rows)
@@ -127,13 +139,13 @@ def test_an_interrupted_cluster_study_resumes_without_loss_or_duplicates(tmp_pat
 
     monkeypatch.setattr(ResultsLog, "append", dying_append)
     with pytest.raises(DriverDied):
-        study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False,
-                        client=client)
+        study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False, client=client)
     monkeypatch.setattr(ResultsLog, "append", real_append)
     partial = study.load_study(config, tmp_path)
     assert len(partial.rows) == 5
-    result = study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False,
-                             client=client)
+    result = study.run_study(
+        config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False, client=client
+    )
     keys = _keys(result.rows)
     assert len(keys) == len(set(keys)) == 2 * 2 * 3 * 2 and result.complete()
     kept = _outcomes(result.rows)
@@ -160,10 +172,13 @@ def test_unreachable_scheduler_is_a_one_line_error():
         cluster.connect("tcp://127.0.0.1:9", timeout=2)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--workers", "0"], "workers must be > 0"),
-    (["--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], "choose one of --workers and --scheduler"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--workers", "0"], "workers must be > 0"),
+        (["--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], "choose one of --workers and --scheduler"),
+    ],
+)
 def test_cli_cluster_options_are_checked(argv, message, capsys):
     from poisondiff_lite import cli
 

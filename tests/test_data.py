@@ -8,8 +8,15 @@ import pytest
 import torch
 
 import poisondiff_lite.data as data_mod
-from poisondiff_lite import (DatasetCorruptError, DatasetNotFoundError, InvalidChoiceError, load_cifar10, load_dataset,
-                             load_tinyimagenet, resolve_data_dir)
+from poisondiff_lite import (
+    DatasetCorruptError,
+    DatasetNotFoundError,
+    InvalidChoiceError,
+    load_cifar10,
+    load_dataset,
+    load_tinyimagenet,
+    resolve_data_dir,
+)
 from poisondiff_lite.loaders import CIFAR10_MD5, _md5
 
 

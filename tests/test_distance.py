@@ -120,8 +120,9 @@ def trained_toy_net():
     from poisondiff_lite import TrainConfig, train_fresh
 
     bundle = make_toy_bundle()
-    model, _ = train_fresh(bundle, TrainConfig.quick(epochs=3, batch_size=16), seed=0, device="cpu",
-                           show_progress=False)
+    model, _ = train_fresh(
+        bundle, TrainConfig.quick(epochs=3, batch_size=16), seed=0, device="cpu", show_progress=False
+    )
     return model.eval(), bundle
 
 
@@ -131,12 +132,20 @@ def test_matrix_agrees_with_one_at_a_time_on_a_conv_net(last_layer_only, trained
     images, labels = bundle.test.images[:5], bundle.test.labels[:5]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     # small chunks force several chunks through the lockstep search
-    result = distance_matrix(model, images, labels, last_layer_only=last_layer_only, device="cpu",
-                             max_chunk_bytes=1 << 22, method="batched", show_progress=False)
+    result = distance_matrix(
+        model,
+        images,
+        labels,
+        last_layer_only=last_layer_only,
+        device="cpu",
+        max_chunk_bytes=1 << 22,
+        method="batched",
+        show_progress=False,
+    )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     pairs = 0
     for t in range(5):
-        np.testing.assert_array_equal(result.pred_before[t], int(model(images[t:t + 1].float() / 255).argmax()))
+        np.testing.assert_array_equal(result.pred_before[t], int(model(images[t : t + 1].float() / 255).argmax()))
         for p in range(4):
             if p == int(labels[t]):
                 continue

@@ -32,8 +32,9 @@ def _saved_poisons(results, bundle, target, attack):
 
 
 def _outcomes(rows, key, attack):
-    return sorted((r["victim"], r["pred"], r["success"], r["p_adv"]) for r in rows
-                  if r["key"] == key and r["attack"] == attack)
+    return sorted(
+        (r["victim"], r["pred"], r["success"], r["p_adv"]) for r in rows if r["key"] == key and r["attack"] == attack
+    )
 
 
 @pytest.mark.parametrize("which", [0, 1])  # gradient matching from scratch; feature collision on transfer heads
@@ -42,12 +43,21 @@ def test_external_poisons_get_exactly_the_study_victims(finished_study, which):
     attack = config.attacks[which]
     target = results.targets[0]
     poisons = _saved_poisons(results, bundle, target, attack)
-    evaluation = pdl.evaluate_poisons(poisons.images, poisons.indices, target["index"], config=config,
-                                      setting=attack.setting, data=bundle, device="cpu", results_dir=folder,
-                                      show_progress=False)
+    evaluation = pdl.evaluate_poisons(
+        poisons.images,
+        poisons.indices,
+        target["index"],
+        config=config,
+        setting=attack.setting,
+        data=bundle,
+        device="cpu",
+        results_dir=folder,
+        show_progress=False,
+    )
     assert evaluation.key == target["key"]
-    assert _outcomes(evaluation.rows, target["key"], POISONED) == _outcomes(results.rows, target["key"],
-                                                                            study.attack_id(attack))
+    assert _outcomes(evaluation.rows, target["key"], POISONED) == _outcomes(
+        results.rows, target["key"], study.attack_id(attack)
+    )
     baseline = study.baseline_id(attack.setting)
     assert _outcomes(evaluation.rows, target["key"], baseline) == _outcomes(results.rows, target["key"], baseline)
     wins = sum(r["success"] for r in evaluation.rows if r["attack"] == POISONED)
@@ -62,8 +72,16 @@ def test_art_layout_and_a_whole_poisoned_training_set_give_the_same_victims(fini
     config, bundle, folder, results = finished_study
     attack, target = config.attacks[0], results.targets[0]
     poisons = _saved_poisons(results, bundle, target, attack)
-    reference = pdl.evaluate_poisons(poisons.images, poisons.indices, target["index"], config=config, data=bundle,
-                                     device="cpu", results_dir=folder, show_progress=False)
+    reference = pdl.evaluate_poisons(
+        poisons.images,
+        poisons.indices,
+        target["index"],
+        config=config,
+        data=bundle,
+        device="cpu",
+        results_dir=folder,
+        show_progress=False,
+    )
     # ART: float32 numpy in [0, 1], channels last; the whole poisoned training set with its indices unknown
     whole = bundle.train.images.clone()
     whole[poisons.indices] = poisons.images
@@ -71,13 +89,30 @@ def test_art_layout_and_a_whole_poisoned_training_set_give_the_same_victims(fini
     trained = []
     real = pdl.evaluate.scratch_victims
     monkeypatch.setattr(pdl.evaluate, "scratch_victims", lambda *a, **k: (trained.append(1), real(*a, **k))[1])
-    again = pdl.evaluate_poisons(art_like, None, target["index"], config=config, data=bundle, device="cpu",
-                                 results_dir=folder, show_progress=False)
+    again = pdl.evaluate_poisons(
+        art_like,
+        None,
+        target["index"],
+        config=config,
+        data=bundle,
+        device="cpu",
+        results_dir=folder,
+        show_progress=False,
+    )
     assert again.path == reference.path and trained == []  # the same poisons: found on disk, nothing retrained
     assert sorted(map(str, again.rows)) == sorted(map(str, reference.rows))
     target_as_image = bundle.test.images[target["index"]].permute(1, 2, 0).numpy()
-    by_image = pdl.evaluate_poisons(poisons.images, poisons.indices, target_as_image, config=config, data=bundle,
-                                    device="cpu", results_dir=folder, show_progress=False, baseline=False)
+    by_image = pdl.evaluate_poisons(
+        poisons.images,
+        poisons.indices,
+        target_as_image,
+        config=config,
+        data=bundle,
+        device="cpu",
+        results_dir=folder,
+        show_progress=False,
+        baseline=False,
+    )
     assert by_image.key.startswith("external-")
     assert _outcomes(by_image.rows, by_image.key, POISONED) == _outcomes(reference.rows, target["key"], POISONED)
 
@@ -89,28 +124,55 @@ def test_channel_layout_and_float_pixels_are_read_as_released_images():
     assert torch.equal(as_uint8_images(images[0].permute(1, 2, 0).float() / 255, batch=False), images[0])
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda x, i: (x, i[:-1]), "must be 4 integer positions"),
-    (lambda x, i: (x, i + 10_000), r"must lie in \[0, 64\)"),
-    (lambda x, i: (x, torch.zeros_like(i)), "must be distinct"),
-    (lambda x, i: (x, i.float()), "integer positions"),
-    (lambda x, i: (x[:, :, :8], i), "poison images are"),
-    (lambda x, i: (x.float(), i), r"must lie in \[0, 1\]"),
-    (lambda x, i: (x[:3], None), "pass the whole poisoned training set"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda x, i: (x, i[:-1]), "must be 4 integer positions"),
+        (lambda x, i: (x, i + 10_000), r"must lie in \[0, 64\)"),
+        (lambda x, i: (x, torch.zeros_like(i)), "must be distinct"),
+        (lambda x, i: (x, i.float()), "integer positions"),
+        (lambda x, i: (x[:, :, :8], i), "poison images are"),
+        (lambda x, i: (x.float(), i), r"must lie in \[0, 1\]"),
+        (lambda x, i: (x[:3], None), "pass the whole poisoned training set"),
+    ],
+)
 def test_bad_poison_sets_are_one_line_errors(finished_study, change, message):
     config, bundle, folder, results = finished_study
     poisons = _saved_poisons(results, bundle, results.targets[0], config.attacks[0])
     images, indices = change(poisons.images, poisons.indices)
     with pytest.raises(InvalidChoiceError, match=message):
-        pdl.evaluate_poisons(images, indices, results.targets[0]["index"], config=config, data=bundle, device="cpu",
-                             results_dir=folder, show_progress=False)
+        pdl.evaluate_poisons(
+            images,
+            indices,
+            results.targets[0]["index"],
+            config=config,
+            data=bundle,
+            device="cpu",
+            results_dir=folder,
+            show_progress=False,
+        )
     with pytest.raises(InvalidChoiceError, match="test image 1 is a 'b', the config's target class is 'a'"):
-        pdl.evaluate_poisons(poisons.images, poisons.indices, 1, config=config, data=bundle, device="cpu",
-                             results_dir=folder, show_progress=False)
+        pdl.evaluate_poisons(
+            poisons.images,
+            poisons.indices,
+            1,
+            config=config,
+            data=bundle,
+            device="cpu",
+            results_dir=folder,
+            show_progress=False,
+        )
     with pytest.raises(InvalidChoiceError, match="unknown target index"):
-        pdl.evaluate_poisons(poisons.images, poisons.indices, 10_000, config=config, data=bundle, device="cpu",
-                             results_dir=folder, show_progress=False)
+        pdl.evaluate_poisons(
+            poisons.images,
+            poisons.indices,
+            10_000,
+            config=config,
+            data=bundle,
+            device="cpu",
+            results_dir=folder,
+            show_progress=False,
+        )
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -135,8 +197,9 @@ def test_alignment_is_the_cosine_of_the_two_gradients(finished_study, setting):
     expected = float(F.cosine_similarity(g_target, g_poison, dim=0))
     got = pdl.alignment(model, target, 1, poisons.images, labels, setting=setting, device="cpu")
     assert got == pytest.approx(expected, abs=1e-5)
-    assert pdl.alignment(model, target, 1, target[None].repeat(3, 1, 1, 1), torch.tensor([1, 1, 1]),
-                         setting=setting, device="cpu") == pytest.approx(1.0, abs=1e-5)  # the target itself
+    assert pdl.alignment(
+        model, target, 1, target[None].repeat(3, 1, 1, 1), torch.tensor([1, 1, 1]), setting=setting, device="cpu"
+    ) == pytest.approx(1.0, abs=1e-5)  # the target itself
 
 
 def test_feature_losses_against_the_features(finished_study):
@@ -147,7 +210,7 @@ def test_feature_losses_against_the_features(finished_study):
     with torch.no_grad():
         phi_t = model.features(target[None].float() / 255)[0]
         phi = model.features(poisons.float() / 255)
-    scale = float((phi_t ** 2).sum())
+    scale = float((phi_t**2).sum())
     fc = float(((phi - phi_t) ** 2).sum(1).mean()) / scale
     bp = float(((phi.mean(0) - phi_t) ** 2).sum()) / scale
     assert pdl.feature_loss(model, target, poisons, kind="fc", device="cpu") == pytest.approx(fc, rel=1e-5)

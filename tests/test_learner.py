@@ -72,11 +72,19 @@ def toy_view(tmp_path_factory):
     data = make_toy_bundle()
     config = pdl.TrajectoryConfig(dataset="cifar10", train=pdl.TrainConfig.quick(epochs=2, batch_size=16), runs=2)
     folder = tmp_path_factory.mktemp("explorer")
-    traj = pdl.record_trajectories(config, data=data, device="cpu", show_progress=False, keep_models=True,
-                                   results_dir=folder)
+    traj = pdl.record_trajectories(
+        config, data=data, device="cpu", show_progress=False, keep_models=True, results_dir=folder
+    )
     model = pdl.load_run_model(pdl.default_path(config, folder), run=0)
-    return widgets.TargetView(traj, data.test.images[traj.indices], data.classes, model=model,
-                              train_set=data.train, poison_class=1, tau_batches=2)
+    return widgets.TargetView(
+        traj,
+        data.test.images[traj.indices],
+        data.classes,
+        model=model,
+        train_set=data.train,
+        poison_class=1,
+        tau_batches=2,
+    )
 
 
 def test_target_figure_shows_dynamics_delta_and_tau(toy_view):
@@ -94,8 +102,16 @@ def test_target_figure_shows_dynamics_delta_and_tau(toy_view):
     assert np.isnan(tau[0]) and np.all(tau[1:] >= 0) and tau[1] == toy_view.tau(pos)
     from poisondiff_lite.budget import budget_lower_bound
     from poisondiff_lite.distance import DistanceResult
-    independent = budget_lower_bound(toy_view.model, toy_view.images[pos], 2, toy_view.train_set, num_batches=2,
-                                     delta=DistanceResult(float(toy_view.delta(pos)[2]), 0, 0, -1), device="cpu").tau
+
+    independent = budget_lower_bound(
+        toy_view.model,
+        toy_view.images[pos],
+        2,
+        toy_view.train_set,
+        num_batches=2,
+        delta=DistanceResult(float(toy_view.delta(pos)[2]), 0, 0, -1),
+        device="cpu",
+    ).tau
     assert tau[2] == pytest.approx(independent, rel=1e-4, abs=1e-9)
     tau_ax = next(ax for ax in fig.axes if ax.get_ylabel().startswith("τ"))
     assert np.allclose([b.get_height() for b in tau_ax.patches], np.nan_to_num(tau, nan=0.0))
@@ -132,11 +148,24 @@ def _fake_study(attacks, bucket_asr, dataset="cifar10"):
     config = StudyConfig(trajectory=pdl.TrajectoryConfig.quick(dataset), attacks=attacks, victims=2)
     targets, rows = [], []
     for i, (bucket, wins) in enumerate(bucket_asr.items()):
-        targets.append({"key": f"0-1-{i}", "index": i, "bucket": bucket, "epa": i / 10, "dps": 0.5, "soft_epa": 0.5,
-                        "delta_step": 0.1, "delta_param": 0.1, "tau": 0.0})
+        targets.append(
+            {
+                "key": f"0-1-{i}",
+                "index": i,
+                "bucket": bucket,
+                "epa": i / 10,
+                "dps": 0.5,
+                "soft_epa": 0.5,
+                "delta_step": 0.1,
+                "delta_param": 0.1,
+                "tau": 0.0,
+            }
+        )
         for a in attacks:
-            rows += [{"key": f"0-1-{i}", "attack": attack_id(a), "victim": v, "success": bool(s),
-                      "clean_accuracy": 0.5} for v, s in enumerate(wins)]
+            rows += [
+                {"key": f"0-1-{i}", "attack": attack_id(a), "victim": v, "success": bool(s), "clean_accuracy": 0.5}
+                for v, s in enumerate(wins)
+            ]
     return StudyResults(config, targets, rows)
 
 
@@ -158,17 +187,20 @@ def test_headline_leaves_out_sweeps_and_compares_with_the_authors():
 # -----------------------------------------------------------------------------------------------------------------
 #  one-line errors from the CLI
 # -----------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("argv, message", [
-    (["study", "--attacks", "witches"], "unknown attack 'witches'; valid choices: 'gm', 'bp', 'fc'"),
-    (["study", "--budget", "-0.01"], "budget must be > 0"),
-    (["study", "--eps", "-8"], "must be > 0"),
-    (["study", "--dataset", "mnist"], "unknown dataset 'mnist'; valid choices: 'cifar10', 'tinyimagenet'"),
-    (["study", "--poison-class", "aeroplane"], "unknown class name 'aeroplane'; valid choices: 'airplane'"),
-    (["study", "--victims", "0"], "victims must be > 0"),
-    (["study", "--stack", "0"], "stack must be > 0"),
-    (["study", "--lab", "--full"], "choose one of --full and --lab"),
-    (["study", "--lab", "--dataset", "tinyimagenet", "--victims", "0"], "victims must be > 0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["study", "--attacks", "witches"], "unknown attack 'witches'; valid choices: 'gm', 'bp', 'fc'"),
+        (["study", "--budget", "-0.01"], "budget must be > 0"),
+        (["study", "--eps", "-8"], "must be > 0"),
+        (["study", "--dataset", "mnist"], "unknown dataset 'mnist'; valid choices: 'cifar10', 'tinyimagenet'"),
+        (["study", "--poison-class", "aeroplane"], "unknown class name 'aeroplane'; valid choices: 'airplane'"),
+        (["study", "--victims", "0"], "victims must be > 0"),
+        (["study", "--stack", "0"], "stack must be > 0"),
+        (["study", "--lab", "--full"], "choose one of --full and --lab"),
+        (["study", "--lab", "--dataset", "tinyimagenet", "--victims", "0"], "victims must be > 0"),
+    ],
+)
 def test_cli_study_bad_input_is_one_line(argv, message, capsys, tmp_path):
     code = main(argv + ["--out", str(tmp_path / "s.csv"), "--results-dir", str(tmp_path), "--no-progress"])
     err = capsys.readouterr().err.strip()
@@ -193,10 +225,13 @@ def test_cli_speed_options_reach_the_recipe_but_not_the_experiment(monkeypatch, 
     assert seen[1].train.compile == "reduce-overhead" and seen[1].key() == seen[0].key()
 
 
-@pytest.mark.parametrize("argv, preset", [
-    (["study", "--lab"], lambda: pdl.StudyConfig.lab("cifar10", "scratch")),
-    (["study", "--lab", "--transfer"], lambda: pdl.StudyConfig.lab("cifar10", "transfer")),
-])
+@pytest.mark.parametrize(
+    "argv, preset",
+    [
+        (["study", "--lab"], lambda: pdl.StudyConfig.lab("cifar10", "scratch")),
+        (["study", "--lab", "--transfer"], lambda: pdl.StudyConfig.lab("cifar10", "transfer")),
+    ],
+)
 def test_cli_lab_runs_exactly_the_preset(argv, preset, monkeypatch, tmp_path):
     """`poisondiff study --lab` is the command in the shipped studies' provenance: it must make the preset's study."""
     import poisondiff_lite.study as study_module
@@ -234,10 +269,13 @@ def test_tutorial_console_shows_the_notebooks_not_kernel_warnings(tmp_path, capf
 
     folder = tmp_path / "nbs"
     folder.mkdir()
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
-                                                           "display_name": "Python 3"}})
-    nb.cells = [nbformat.v4.new_code_cell("QUICK = None\nINTERACTIVE = True", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("print('hello')")]
+    nb = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
+    )
+    nb.cells = [
+        nbformat.v4.new_code_cell("QUICK = None\nINTERACTIVE = True", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print('hello')"),
+    ]
     nbformat.write(nb, folder / "00_tiny.ipynb")
     assert main(["tutorial", "--notebooks", str(folder), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     out, err = capfd.readouterr()
@@ -245,8 +283,19 @@ def test_tutorial_console_shows_the_notebooks_not_kernel_warnings(tmp_path, capf
 
 
 def test_bucket_axis_runs_from_easiest_to_hardest():
-    rows = [{"label": "GM", "bucket": b, "mean_asr": 0.5, "pooled_low": 0.2, "pooled_high": 0.8}
-            for b in ("highest", "δ-low", "lowest", "p40")]
+    rows = [
+        {"label": "GM", "bucket": b, "mean_asr": 0.5, "pooled_low": 0.2, "pooled_high": 0.8}
+        for b in ("highest", "δ-low", "lowest", "p40")
+    ]
     fig = pdl.plotting.asr_by_bucket(rows)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["lowest", "p40", "highest", "δ-low"]
     matplotlib.pyplot.close(fig)
+
+
+def test_integer_answers_are_checked_exactly_and_missing_data_is_named():
+    labels = [0] * 50 + [1] * 50
+    assert exercises.check("06.1", 50, quiet=True, labels=labels)
+    assert exercises.check("06.1", "50", quiet=True, labels=labels)  # papermill and input() give strings
+    assert not exercises.check("06.1", 50.9, quiet=True, labels=labels)  # was accepted as int(50.9) == 50
+    with pytest.raises(pdl.InvalidChoiceError, match=r"pass labels too, e.g. pdl.exercises.check\('06.1', answer"):
+        exercises.check("06.1", 50)

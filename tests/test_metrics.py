@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 
 from poisondiff_lite import InvalidChoiceError
-from poisondiff_lite.metrics import (dps, epa, epa_buckets, per_class_mean, prediction_counts, select_targets,
-                                     soft_epa)
+from poisondiff_lite.metrics import dps, epa, epa_buckets, per_class_mean, prediction_counts, select_targets, soft_epa
 
 # 2 runs x 3 epochs x 3 examples; labels (0, 1, 2)
-PREDS = np.array([
-    [[0, 1, 1], [0, 2, 1], [0, 1, 1]],   # run 0
-    [[1, 1, 2], [0, 1, 1], [0, 0, 1]],   # run 1
-])
+PREDS = np.array(
+    [
+        [[0, 1, 1], [0, 2, 1], [0, 1, 1]],  # run 0
+        [[1, 1, 2], [0, 1, 1], [0, 0, 1]],  # run 1
+    ]
+)
 LABELS = np.array([0, 1, 2])
 
 
@@ -81,8 +82,8 @@ def test_epa_buckets_follow_authors_positions_with_stable_ties():
     order = np.argsort(values, kind="stable")  # [9, 1, 7, 4, 0, 2, 5, 6, 8, 3]
     assert list(buckets) == ["lowest", "p20", "p40", "p60", "p80", "highest"]
     np.testing.assert_array_equal(buckets["lowest"], [9, 1])
-    np.testing.assert_array_equal(buckets["p20"], order[2:4])   # int(0.2 * 10) = 2
-    np.testing.assert_array_equal(buckets["p40"], [0, 2])       # ties kept in original order
+    np.testing.assert_array_equal(buckets["p20"], order[2:4])  # int(0.2 * 10) = 2
+    np.testing.assert_array_equal(buckets["p40"], [0, 2])  # ties kept in original order
     np.testing.assert_array_equal(buckets["p60"], [5, 6])
     np.testing.assert_array_equal(buckets["p80"], [8, 3])
     np.testing.assert_array_equal(buckets["highest"], [8, 3])

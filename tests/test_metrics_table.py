@@ -30,8 +30,16 @@ def test_rows_match_direct_computation(tmp_path, toy_bundle):
         image = toy_bundle.test.images[int(r["index"])]
         direct = poisoning_distance(model, image, int(r["poison_class"]), device="cpu")
         assert float(r["delta_step"]) == pytest.approx(direct.step, abs=2e-4, rel=1e-5)
-        tau = budget_lower_bound(model, image, int(r["poison_class"]), toy_bundle.train, delta=direct,
-                                 num_batches=2, batch_size=16, device="cpu").tau
+        tau = budget_lower_bound(
+            model,
+            image,
+            int(r["poison_class"]),
+            toy_bundle.train,
+            delta=direct,
+            num_batches=2,
+            batch_size=16,
+            device="cpu",
+        ).tau
         if math.isinf(tau):  # the prediction never flips: the table must say so, not a number
             assert r["tau"] == "inf" and r["delta_step"] == "inf"
         else:
@@ -48,14 +56,16 @@ def same_rows(a, b):
         return False
     computed = ("delta_step", "grad_norm", "delta_param", "tau", "tau_inner")
     for ra, rb in zip(a, b):
-        if {k: str(v) for k, v in ra.items() if k not in computed} != \
-                {k: str(v) for k, v in rb.items() if k not in computed}:
+        if {k: str(v) for k, v in ra.items() if k not in computed} != {
+            k: str(v) for k, v in rb.items() if k not in computed
+        }:
             return False
         norm = float(ra["grad_norm"])
-        close = (math.isclose(float(ra["delta_step"]), float(rb["delta_step"]), rel_tol=1e-5, abs_tol=2e-4)
-                 and math.isclose(float(ra["delta_param"]), float(rb["delta_param"]), rel_tol=1e-5,
-                                  abs_tol=2e-4 * norm)
-                 and all(math.isclose(float(ra[k]), float(rb[k]), rel_tol=1e-3) for k in computed[1:2] + computed[3:]))
+        close = (
+            math.isclose(float(ra["delta_step"]), float(rb["delta_step"]), rel_tol=1e-5, abs_tol=2e-4)
+            and math.isclose(float(ra["delta_param"]), float(rb["delta_param"]), rel_tol=1e-5, abs_tol=2e-4 * norm)
+            and all(math.isclose(float(ra[k]), float(rb[k]), rel_tol=1e-3) for k in computed[1:2] + computed[3:])
+        )
         if not close:
             return False
     return True
@@ -77,8 +87,9 @@ def test_interrupted_table_resumes_without_recomputing(tmp_path, toy_bundle, mon
     assert calls == []
 
 
-@pytest.mark.parametrize("change", [dict(variant="authors"), dict(tau_batches=3), dict(last_layer_only=True),
-                                    dict(runs=2)])
+@pytest.mark.parametrize(
+    "change", [dict(variant="authors"), dict(tau_batches=3), dict(last_layer_only=True), dict(runs=2)]
+)
 def test_a_changed_setting_never_reuses_old_rows(tmp_path, toy_bundle, change):
     out = tmp_path / "m.csv"
     table.target_metrics_csv(toy_config(), out, data=toy_bundle, results_dir=tmp_path, **KW)
@@ -109,8 +120,22 @@ def test_foreign_csv_is_refused(tmp_path):
 
 
 def test_cli_names_valid_poison_classes(capsys, tmp_path):
-    code = main(["metrics", "--runs", "1", "--epochs", "1", "--indices", "3", "--poison-class", "aeroplane",
-                 "--out", str(tmp_path / "m.csv"), "--no-progress"])
+    code = main(
+        [
+            "metrics",
+            "--runs",
+            "1",
+            "--epochs",
+            "1",
+            "--indices",
+            "3",
+            "--poison-class",
+            "aeroplane",
+            "--out",
+            str(tmp_path / "m.csv"),
+            "--no-progress",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown class name 'aeroplane'; valid choices: 'airplane', 'automobile'")

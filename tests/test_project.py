@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "poisondiff_lite"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 REQUIRED_PARAMETERS = {"QUICK", "SEED", "DEVICE", "DATA_DIR"}
 
@@ -58,7 +59,7 @@ def test_notebook_skeleton(path):
     assert "Learning goals" in nb.cells[0].source
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged `parameters`"
-    names = set(re.findall(r"^([A-Z_]+) = ", tagged[0].source, flags=re.M))
+    names = set(re.findall(r"^([A-Z_]+)(?:: [^=]+)? = ", tagged[0].source, flags=re.M))
     assert REQUIRED_PARAMETERS <= names
     for line in tagged[0].source.splitlines():
         assert "#" in line, f"parameter without a comment: {line}"
@@ -77,23 +78,37 @@ def test_papermill_sees_the_parameters():
     import papermill as pm
 
     for path in NOTEBOOKS:
-        assert REQUIRED_PARAMETERS <= set(pm.inspect_notebook(str(path)))
+        parameters = pm.inspect_notebook(str(path))
+        assert REQUIRED_PARAMETERS <= set(parameters)
+        untyped = [name for name, p in parameters.items() if p["inferred_type_name"] == "None"]
+        assert not untyped, f"{path.name}: parameters without a type annotation (papermill shows them as unknown)"
 
 
 def test_cli_reports_bad_input_in_one_line():
-    result = subprocess.run([sys.executable, "-m", "poisondiff_lite.cli", "epa", "--dataset", "mnist"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "poisondiff_lite.cli", "epa", "--dataset", "mnist"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: unknown dataset 'mnist'; valid choices: 'cifar10', 'tinyimagenet'"]
+        "error: unknown dataset 'mnist'; valid choices: 'cifar10', 'tinyimagenet'"
+    ]
 
 
 def test_papermill_runs_a_notebook_with_injected_parameters(tmp_path):
     import papermill as pm
 
     out = tmp_path / "00.ipynb"
-    pm.execute_notebook(str(NOTEBOOKS[0]), str(out), parameters={"QUICK": True, "SEED": 3, "INTERACTIVE": False},
-                        cwd=str(NOTEBOOKS[0].parent), kernel_name="python3", progress_bar=False)
+    pm.execute_notebook(
+        str(NOTEBOOKS[0]),
+        str(out),
+        parameters={"QUICK": True, "SEED": 3, "INTERACTIVE": False},
+        cwd=str(NOTEBOOKS[0].parent),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     nb = nbformat.read(out, as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "SEED = 3" in injected[0].source
@@ -105,8 +120,12 @@ def test_notebook_errors_show_one_line_naming_the_choices():
     from nbclient import NotebookClient
     from nbformat.v4 import new_code_cell, new_notebook
 
-    nb = new_notebook(cells=[new_code_cell("import poisondiff_lite as pdl\npdl.short_errors()"),
-                             new_code_cell('pdl.TrainConfig(model="resnet99")')])
+    nb = new_notebook(
+        cells=[
+            new_code_cell("import poisondiff_lite as pdl\npdl.short_errors()"),
+            new_code_cell('pdl.TrainConfig(model="resnet99")'),
+        ]
+    )
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     NotebookClient(nb, timeout=120, allow_errors=True, kernel_name="python3").execute()
     errors = [o for o in nb.cells[1].outputs if o.output_type == "error"]
@@ -115,14 +134,26 @@ def test_notebook_errors_show_one_line_naming_the_choices():
     assert len(errors[0].traceback) == 1 and "valid choices: 'fastnet'" in errors[0].traceback[0]
 
 
-@pytest.mark.parametrize("notebook, parameters, message", [
-    ("05", {"TARGET_CLASS": "aeroplane"}, "unknown class name 'aeroplane'; valid choices: 'airplane', 'automobile'"),
-    ("05", {"BUDGET": -0.01}, "budget must be > 0, got -0.01"),
-    ("01", {"MODEL": "resnet99"}, "unknown model 'resnet99'; valid choices: 'fastnet', 'fastnet_small', 'resnet18'"),
-    ("07", {"EXPLORE_DATASET": "mnist"}, "unknown dataset 'mnist'; valid choices: 'cifar10', 'tinyimagenet'"),
-    ("02", {"SEED": "abc"}, "seed must be an integer, got 'abc'"),  # papermill -r passes strings
-    ("02", {"QUICK": "maybe"}, "QUICK must be True or False, got 'maybe'"),
-])
+@pytest.mark.parametrize(
+    "notebook, parameters, message",
+    [
+        (
+            "05",
+            {"TARGET_CLASS": "aeroplane"},
+            "unknown class name 'aeroplane'; valid choices: 'airplane', 'automobile'",
+        ),
+        ("05", {"BUDGET": -0.01}, "budget must be > 0, got -0.01"),
+        ("06", {"BUDGET": -0.01}, "budget must be > 0, got -0.01"),
+        (
+            "01",
+            {"MODEL": "resnet99"},
+            "unknown model 'resnet99'; valid choices: 'fastnet', 'fastnet_small', 'resnet18'",
+        ),
+        ("07", {"EXPLORE_DATASET": "mnist"}, "unknown dataset 'mnist'; valid choices: 'cifar10', 'tinyimagenet'"),
+        ("02", {"SEED": "abc"}, "seed must be an integer, got 'abc'"),  # papermill -r passes strings
+        ("02", {"QUICK": "maybe"}, "QUICK must be True or False, got 'maybe'"),
+    ],
+)
 def test_bad_notebook_parameters_stop_with_one_line(notebook, parameters, message, tmp_path):
     """Run the real notebook with a wrong parameter: it must stop at once, with one line naming the valid choices."""
     import papermill as pm
@@ -130,9 +161,14 @@ def test_bad_notebook_parameters_stop_with_one_line(notebook, parameters, messag
     path = next(p for p in NOTEBOOKS if p.name.startswith(notebook))
     out = tmp_path / path.name
     with pytest.raises(pm.PapermillExecutionError) as info:
-        pm.execute_notebook(str(path), str(out), parameters={"QUICK": "True", "INTERACTIVE": False, **parameters,
-                                                             "RESULTS_DIR": str(tmp_path)},
-                            cwd=str(path.parent), kernel_name="python3", progress_bar=False)
+        pm.execute_notebook(
+            str(path),
+            str(out),
+            parameters={"QUICK": "True", "INTERACTIVE": False, **parameters, "RESULTS_DIR": str(tmp_path)},
+            cwd=str(path.parent),
+            kernel_name="python3",
+            progress_bar=False,
+        )
     assert message in info.value.evalue
     nb = nbformat.read(out, as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
@@ -141,6 +177,63 @@ def test_bad_notebook_parameters_stop_with_one_line(notebook, parameters, messag
 
 
 def test_ruff_finds_nothing():
-    ruff = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)], capture_output=True,
-                          text=True)
+    ruff = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)], capture_output=True, text=True
+    )
     assert ruff.returncode == 0, ruff.stdout + ruff.stderr
+
+
+def test_ruff_format_leaves_the_code_as_it_is():
+    ruff = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "--no-cache", str(ROOT)], capture_output=True, text=True
+    )
+    assert ruff.returncode == 0, ruff.stdout + ruff.stderr
+
+
+def test_no_package_module_is_over_400_lines_and_the_study_runner_under_300():
+    sizes = {p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert max(sizes.values()) <= 400, {k: v for k, v in sizes.items() if v > 400}
+    assert sizes["poisondiff_lite/study.py"] < 300
+
+
+PLUGIN_MODEL = """
+import torch.nn as nn
+import poisondiff_lite as pdl
+
+pdl.register_model("plugmlp", lambda c: (nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 32), nn.ReLU()),
+                                         nn.Linear(32, c)))
+"""
+
+
+@pytest.mark.parametrize(
+    "notebook, parameters, printed",
+    [
+        (
+            "03",
+            {"DATASET": "tinyimagenet", "TARGET_CLASS": "goldfish", "POISON_CLASS": "European fire salamander"},
+            "targets of class 'goldfish",
+        ),
+        ("01", {"MODEL": "plugmlp"}, "plugmlp"),  # a model registered by a $POISONDIFF_PLUGINS module
+    ],
+)
+def test_training_notebooks_take_another_dataset_or_a_registered_model(
+    notebook, parameters, printed, tmp_path, monkeypatch
+):
+    import papermill as pm
+
+    (tmp_path / "nbplugin.py").write_text(PLUGIN_MODEL)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the kernel inherits the environment
+    monkeypatch.setenv("POISONDIFF_PLUGINS", "nbplugin")
+    path = next(p for p in NOTEBOOKS if p.name.startswith(notebook))
+    out = tmp_path / path.name
+    pm.execute_notebook(
+        str(path),
+        str(out),
+        parameters={"QUICK": True, "INTERACTIVE": False, **parameters},
+        cwd=str(path.parent),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    nb = nbformat.read(out, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert printed in text

@@ -2,6 +2,7 @@
 Brew's bilinear shifts, the benchmark's feature collision, the authors' target groups and a stated tie rule, and the
 τ variant of a study; new settings leave every saved result's id unchanged."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,9 +12,17 @@ import torch
 from conftest import make_toy_bundle
 from test_study import tiny_config
 
+import poisondiff_lite as pdl
 import poisondiff_lite.study as study
-from poisondiff_lite import (AttackConfig, InvalidChoiceError, StudyConfig, TrainConfig, TrajectoryConfig, build_model,
-                             train_fresh)
+from poisondiff_lite import (
+    AttackConfig,
+    InvalidChoiceError,
+    StudyConfig,
+    TrainConfig,
+    TrajectoryConfig,
+    build_model,
+    train_fresh,
+)
 from poisondiff_lite.attacks import benchmark_descent, collision_objective, craft
 from poisondiff_lite.augment import resize_boxes, resized_crop_boxes, shift_bilinear
 from poisondiff_lite.budget import budget_lower_bound, lambert_denominator
@@ -21,7 +30,7 @@ from poisondiff_lite.data import to_unit
 from poisondiff_lite.metrics import epa_buckets
 from poisondiff_lite.record import default_path, load_run_model
 from poisondiff_lite.results import target_groups
-from poisondiff_lite.study import extreme_order
+from poisondiff_lite.targets import extreme_order
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -34,9 +43,22 @@ def _fields(cfg, **expected):
 def test_authors_cifar10_epa_recipe_field_by_field():
     traj = TrajectoryConfig.full("cifar10", recipe="authors")  # epa_rank_cifar10_resnet18.py
     assert traj.runs == 8 and traj.dataset == "cifar10"
-    got, want = _fields(traj.train, model="resnet18", epochs=40, batch_size=128, lr=0.1, momentum=0.9,
-                        nesterov=False, weight_decay=5e-4, schedule="constant", crop_padding=0, flip=False,
-                        resized_crop=0.0, normalize="none", label_smoothing=0.0)
+    got, want = _fields(
+        traj.train,
+        model="resnet18",
+        epochs=40,
+        batch_size=128,
+        lr=0.1,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=5e-4,
+        schedule="constant",
+        crop_padding=0,
+        flip=False,
+        resized_crop=0.0,
+        normalize="none",
+        label_smoothing=0.0,
+    )
     assert got == want
     model = build_model(traj.train.model, 10)
     assert model.body.conv1.kernel_size == (7, 7)  # torchvision's ImageNet stem, as resnet18(num_classes=10)
@@ -45,17 +67,39 @@ def test_authors_cifar10_epa_recipe_field_by_field():
 def test_authors_correlation_table_recipe_field_by_field():
     traj = TrajectoryConfig.correlation_table()  # metrics_cifar10_epa_dps_y0.py: 8 x 100, plain SGD
     assert traj.runs == 8
-    got, want = _fields(traj.train, model="resnet18", epochs=100, batch_size=128, lr=0.1, momentum=0.0,
-                        weight_decay=0.0, schedule="constant", crop_padding=0, flip=False, normalize="none")
+    got, want = _fields(
+        traj.train,
+        model="resnet18",
+        epochs=100,
+        batch_size=128,
+        lr=0.1,
+        momentum=0.0,
+        weight_decay=0.0,
+        schedule="constant",
+        crop_padding=0,
+        flip=False,
+        normalize="none",
+    )
     assert got == want
 
 
 def test_authors_tinyimagenet_recipe_field_by_field():
     traj = TrajectoryConfig.full("tinyimagenet", recipe="authors")  # epa_rank_tinyimagenet_yt0.py
     assert traj.runs == 8
-    got, want = _fields(traj.train, model="vgg16_torchvision", epochs=40, batch_size=128, lr=0.01, momentum=0.0,
-                        weight_decay=0.0, schedule="constant", crop_padding=0, resized_crop=0.8, flip=True,
-                        normalize="imagenet")
+    got, want = _fields(
+        traj.train,
+        model="vgg16_torchvision",
+        epochs=40,
+        batch_size=128,
+        lr=0.01,
+        momentum=0.0,
+        weight_decay=0.0,
+        schedule="constant",
+        crop_padding=0,
+        resized_crop=0.8,
+        flip=True,
+        normalize="imagenet",
+    )
     assert got == want
     assert traj.train.input_normalisation((0.5,) * 3, (0.2,) * 3) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     model = build_model("vgg16_torchvision", 200)
@@ -64,20 +108,41 @@ def test_authors_tinyimagenet_recipe_field_by_field():
 
 
 def test_authors_study_protocol_field_by_field():
-    for dataset, victim_model, victim_lr, budget in (("cifar10", "resnet18", 0.1, 0.01),
-                                                      ("tinyimagenet", "vgg16_torchvision", 0.01, 0.0005)):
+    for dataset, victim_model, victim_lr, budget in (
+        ("cifar10", "resnet18", 0.1, 0.01),
+        ("tinyimagenet", "vgg16_torchvision", 0.01, 0.0005),
+    ):
         config = StudyConfig.full(dataset, recipe="authors")
         assert config.trajectory == TrajectoryConfig.full(dataset, recipe="authors")
-        got, want = _fields(config.victim, model=victim_model, lr=victim_lr, epochs=40, batch_size=128, momentum=0.9,
-                            nesterov=True, weight_decay=5e-4, schedule="step", milestones=(14, 25, 35),
-                            crop_padding=4, flip=True)  # Witches' Brew "conservative" retraining
+        got, want = _fields(
+            config.victim,
+            model=victim_model,
+            lr=victim_lr,
+            epochs=40,
+            batch_size=128,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=5e-4,
+            schedule="step",
+            milestones=(14, 25, 35),
+            crop_padding=4,
+            flip=True,
+        )  # Witches' Brew "conservative" retraining
         assert got == want
         attack = config.attacks[0]
-        got, want = _fields(attack, name="gm", eps=16 / 255, budget=budget, steps=250, restarts=8, batch_size=512,
-                            augment=True, setting="scratch")
+        got, want = _fields(
+            attack,
+            name="gm",
+            eps=16 / 255,
+            budget=budget,
+            steps=250,
+            restarts=8,
+            batch_size=512,
+            augment=True,
+            setting="scratch",
+        )
         assert got == want and config.victims == 8
-    assert StudyConfig.full("cifar10", recipe="authors").buckets == ("lowest", "p20", "p40", "p60", "p80",
-                                                                     "highest")
+    assert StudyConfig.full("cifar10", recipe="authors").buckets == ("lowest", "p20", "p40", "p60", "p80", "highest")
     tiny = StudyConfig.full("tinyimagenet", recipe="authors")
     assert (tiny.per_bucket, tiny.buckets) == (4, ("lowest", "middle", "highest"))
     with pytest.raises(InvalidChoiceError, match="unknown recipe 'paper'"):
@@ -126,8 +191,9 @@ def test_bilinear_shift_matches_scipy(flip):
         flipped = bool(flip and draw[k, 2] < 0.5)
         source = images[k].flip(-1) if flipped else images[k]
         sign = 1 if flipped else -1  # the output samples the input at x + dx (at x − dx of the flipped image)
-        expected = np.stack([scipy.ndimage.shift(c.numpy(), (-dy, sign * dx), order=1, mode="grid-constant")
-                             for c in source])
+        expected = np.stack(
+            [scipy.ndimage.shift(c.numpy(), (-dy, sign * dx), order=1, mode="grid-constant") for c in source]
+        )
         np.testing.assert_allclose(out[k].numpy(), expected, atol=1e-5)
 
 
@@ -144,7 +210,7 @@ def test_bilinear_shift_by_whole_pixels_is_the_integer_crop():
 def test_resized_crop_boxes_follow_torchvision_bounds():
     boxes = resized_crop_boxes(4000, (64, 64), 0.8, torch.Generator().manual_seed(0))
     top, left, h, w = boxes.T
-    area = (h * w).float() / 64 ** 2
+    area = (h * w).float() / 64**2
     assert bool((h <= 64).all() and (w <= 64).all() and (top >= 0).all() and (top + h <= 64).all())
     assert bool((left + w <= 64).all())
     assert float(area.min()) >= 0.8 - 0.05 and float(area.max()) <= 1.0
@@ -181,8 +247,7 @@ def test_training_with_the_authors_tinyimagenet_augmentation_runs():
 @pytest.fixture(scope="module")
 def surrogate():
     toy = make_toy_bundle(train=128)
-    model, _ = train_fresh(toy, TrainConfig.quick(epochs=2, batch_size=32), seed=0, device="cpu",
-                           show_progress=False)
+    model, _ = train_fresh(toy, TrainConfig.quick(epochs=2, batch_size=32), seed=0, device="cpu", show_progress=False)
     return toy, model.eval()
 
 
@@ -258,9 +323,15 @@ def test_tau_ties_go_to_the_smaller_delta_then_to_data_order():
 
 def test_extreme_groups_are_complete_and_a_shared_target_counts_in_both(tmp_path):
     toy = make_toy_bundle()
-    config = StudyConfig(**{**tiny_config().__dict__, "extremes": 8, "buckets": ("lowest",), "per_bucket": 4,
-                            "attacks": (AttackConfig(name="fc", num_poisons=4, steps=1, restarts=1,
-                                                     setting="transfer"),)})
+    config = StudyConfig(
+        **{
+            **tiny_config().__dict__,
+            "extremes": 8,
+            "buckets": ("lowest",),
+            "per_bucket": 4,
+            "attacks": (AttackConfig(name="fc", num_poisons=4, steps=1, restarts=1, setting="transfer"),),
+        }
+    )
     results = study.run_study(config, data=toy, device="cpu", results_dir=tmp_path, show_progress=False)
     members = int((toy.test.labels == 0).sum())  # 8 airplanes: every one is δ-low and δ-high
     assert members == 8 and len(results.targets) == 8
@@ -272,16 +343,28 @@ def test_extreme_groups_are_complete_and_a_shared_target_counts_in_both(tmp_path
 
 def test_study_tau_variant_is_recorded_and_both_are_reported(tmp_path):
     toy = make_toy_bundle()
-    config = StudyConfig(**{**tiny_config().__dict__, "tau_variant": "authors",
-                            "attacks": (AttackConfig(name="fc", num_poisons=4, steps=1, restarts=1,
-                                                     setting="transfer"),)})
+    config = StudyConfig(
+        **{
+            **tiny_config().__dict__,
+            "tau_variant": "authors",
+            "attacks": (AttackConfig(name="fc", num_poisons=4, steps=1, restarts=1, setting="transfer"),),
+        }
+    )
     results = study.run_study(config, data=toy, device="cpu", results_dir=tmp_path, show_progress=False)
     assert study.read_study(results.path).config.tau_variant == "authors"
     surrogate = load_run_model(default_path(config.trajectory, tmp_path))
     for row in results.per_target():
         image = toy.test.images[row["index"]]
-        direct = budget_lower_bound(surrogate, image, 1, toy.train, num_batches=config.tau_batches,
-                                    batch_size=config.tau_batch_size, variant="authors", device="cpu")
+        direct = budget_lower_bound(
+            surrogate,
+            image,
+            1,
+            toy.train,
+            num_batches=config.tau_batches,
+            batch_size=config.tau_batch_size,
+            variant="authors",
+            device="cpu",
+        )
         assert row["tau"] == pytest.approx(direct.tau, rel=1e-3, abs=1e-7)
         assert row["tau_authors"] == pytest.approx(row["tau"])
         ratio = lambert_denominator(4, "authors") / lambert_denominator(4, "derived")
@@ -290,3 +373,16 @@ def test_study_tau_variant_is_recorded_and_both_are_reported(tmp_path):
     assert corr["tau_derived"]["auroc"] == corr["tau_authors"]["auroc"] or math.isnan(corr["tau_derived"]["auroc"])
     with pytest.raises(InvalidChoiceError, match="unknown metric 'kappa'"):
         results.correlations(metrics=("kappa",))
+
+
+def test_preset_picks_quick_or_full_by_a_flag_and_swaps_only_the_model():
+    assert pdl.TrajectoryConfig.preset(True, "cifar10", seed0=3) == pdl.TrajectoryConfig.quick("cifar10", seed0=3)
+    assert pdl.TrajectoryConfig.preset(False, "tinyimagenet") == pdl.TrajectoryConfig.full("tinyimagenet")
+    swapped = pdl.TrajectoryConfig.preset(True, "cifar10", model="resnet18")
+    quick = pdl.TrajectoryConfig.quick("cifar10")
+    assert swapped.train.model == "resnet18" and swapped.key() != quick.key()
+    assert dataclasses.replace(swapped, train=dataclasses.replace(swapped.train, model=quick.train.model)) == quick
+    assert pdl.AttackConfig.preset(True, "bp", budget=0.02) == pdl.AttackConfig.quick("bp", budget=0.02)
+    assert pdl.AttackConfig.preset(False, "fc") == pdl.AttackConfig.full("fc")
+    assert pdl.StudyConfig.preset(False, "tinyimagenet") == pdl.StudyConfig.full("tinyimagenet")
+    assert pdl.StudyConfig.preset(True, "cifar10", victims=3) == pdl.StudyConfig.quick("cifar10", victims=3)

@@ -78,8 +78,9 @@ def spy_on_training(monkeypatch, calls: list, crash_on_call: int | None = None) 
 
 def test_interrupted_experiment_resumes_from_last_finished_run(tmp_path, toy_bundle, monkeypatch):
     config = toy_config(runs=3)
-    reference = record.record_trajectories(config, data=toy_bundle, path=tmp_path / "ref.npz", show_progress=False,
-                                           device="cpu")
+    reference = record.record_trajectories(
+        config, data=toy_bundle, path=tmp_path / "ref.npz", show_progress=False, device="cpu"
+    )
     assert reference.completed == 3
 
     calls = []
@@ -103,15 +104,17 @@ def test_interrupted_experiment_resumes_from_last_finished_run(tmp_path, toy_bun
 
 def test_extending_runs_trains_only_the_new_ones(tmp_path, toy_bundle, monkeypatch):
     path = tmp_path / "t.npz"
-    first = record.record_trajectories(toy_config(runs=1), data=toy_bundle, path=path, show_progress=False,
-                                       device="cpu")
+    first = record.record_trajectories(
+        toy_config(runs=1), data=toy_bundle, path=path, show_progress=False, device="cpu"
+    )
     calls = []
     spy_on_training(monkeypatch, calls)
     more = record.record_trajectories(toy_config(runs=2), data=toy_bundle, path=path, show_progress=False, device="cpu")
     assert calls == [1] and more.completed == 2
     np.testing.assert_array_equal(more.preds[0], first.preds[0])
-    fewer = record.record_trajectories(toy_config(runs=1), data=toy_bundle, path=path, show_progress=False,
-                                       device="cpu")
+    fewer = record.record_trajectories(
+        toy_config(runs=1), data=toy_bundle, path=path, show_progress=False, device="cpu"
+    )
     assert fewer.completed == 1 and calls == [1]
 
 
@@ -125,8 +128,14 @@ def test_other_experiment_at_same_path_is_refused(tmp_path, toy_bundle):
 
 def test_recorded_values_match_the_saved_final_model(tmp_path, toy_bundle):
     path = tmp_path / "t.npz"
-    traj = record.record_trajectories(toy_config(runs=1, store_logits=True), data=toy_bundle, path=path,
-                                      show_progress=False, device="cpu", keep_models=True)
+    traj = record.record_trajectories(
+        toy_config(runs=1, store_logits=True),
+        data=toy_bundle,
+        path=path,
+        show_progress=False,
+        device="cpu",
+        keep_models=True,
+    )
     model = load_run_model(path, run=0)
     logits = predict_logits(model, toy_bundle.test.images, device="cpu")
     np.testing.assert_array_equal(traj.preds[0, -1], logits.argmax(1).numpy())
@@ -141,11 +150,13 @@ def test_every_recorded_epoch_is_that_epoch_of_training(tmp_path, toy_bundle):
     # separately (no recorder involved) and compare with what the recorder wrote for epoch k of run 1
     cfg = TrainConfig.quick(epochs=3, batch_size=16, eval_batch_size=32, schedule="constant", warmup_epochs=0)
     config = TrajectoryConfig(dataset="cifar10", train=cfg, runs=2)
-    traj = record.record_trajectories(config, data=toy_bundle, path=tmp_path / "t.npz", show_progress=False,
-                                      device="cpu")
+    traj = record.record_trajectories(
+        config, data=toy_bundle, path=tmp_path / "t.npz", show_progress=False, device="cpu"
+    )
     for epochs in (1, 2, 3):
-        model, _ = train.train_fresh(toy_bundle, dataclasses.replace(cfg, epochs=epochs), seed=1,
-                                     device="cpu", show_progress=False)
+        model, _ = train.train_fresh(
+            toy_bundle, dataclasses.replace(cfg, epochs=epochs), seed=1, device="cpu", show_progress=False
+        )
         preds = predict_logits(model, toy_bundle.test.images, device="cpu").argmax(1).numpy()
         np.testing.assert_array_equal(traj.preds[1, epochs - 1], preds, err_msg=f"epoch {epochs}")
     assert not np.array_equal(traj.preds[1, 0], traj.preds[1, 2])  # the epochs differ, so the check can fail
@@ -153,12 +164,23 @@ def test_every_recorded_epoch_is_that_epoch_of_training(tmp_path, toy_bundle):
 
 def test_records_only_the_chosen_examples(tmp_path, toy_bundle):
     chosen = (5, 0, 17)
-    traj = record.record_trajectories(toy_config(runs=1, eval_indices=chosen), data=toy_bundle, path=tmp_path / "t.npz",
-                                      show_progress=False, device="cpu")
+    traj = record.record_trajectories(
+        toy_config(runs=1, eval_indices=chosen),
+        data=toy_bundle,
+        path=tmp_path / "t.npz",
+        show_progress=False,
+        device="cpu",
+    )
     assert traj.preds.shape == (1, 2, 3)
     np.testing.assert_array_equal(traj.indices, chosen)
     np.testing.assert_array_equal(traj.labels, toy_bundle.test.labels[list(chosen)].numpy())
     from poisondiff_lite import InvalidChoiceError
+
     with pytest.raises(InvalidChoiceError, match="eval_indices"):
-        record.record_trajectories(toy_config(runs=1, eval_indices=(99,)), data=toy_bundle, path=tmp_path / "u.npz",
-                                   show_progress=False, device="cpu")
+        record.record_trajectories(
+            toy_config(runs=1, eval_indices=(99,)),
+            data=toy_bundle,
+            path=tmp_path / "u.npz",
+            show_progress=False,
+            device="cpu",
+        )

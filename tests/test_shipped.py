@@ -34,8 +34,12 @@ def test_each_lab_study_is_shipped_from_its_current_preset(name):
     info = next(s for s in pdl.shipped_studies() if s["name"] == name)
     assert result.complete() == info["complete"], f"{name}: its provenance misstates whether it is finished"
     assert info["targets_done"] == sum(
-        all(sum(r["key"] == t["key"] and r["attack"] == a for r in result.rows) >= result.config.victims
-            for a in result.attack_ids()) for t in result.targets)
+        all(
+            sum(r["key"] == t["key"] and r["attack"] == a for r in result.rows) >= result.config.victims
+            for a in result.attack_ids()
+        )
+        for t in result.targets
+    )
     for field in ("command", "code_version", "date", "machine", "wall_seconds", "description"):
         assert info[field], f"{name}: provenance lacks {field}"
     assert info["study_key"] == preset().key() and info["victim_rows"] == len(result.rows)
@@ -55,8 +59,10 @@ def test_shipped_statistics_follow_from_the_raw_log(name):
     table = {(c["attack"], c["metric"]): c for c in result.correlations()}
     for attack in result.config.attacks:
         ident = attack_id(attack)
-        outcomes = {t["key"]: [bool(row["success"]) for row in rows if row["key"] == t["key"]
-                               and row["attack"] == ident] for t in result.targets}
+        outcomes = {
+            t["key"]: [bool(row["success"]) for row in rows if row["key"] == t["key"] and row["attack"] == ident]
+            for t in result.targets
+        }
         done = [t for t in result.targets if outcomes[t["key"]]]  # a partial study: only targets with victims
         for metric in ("epa", "dps"):
             x = np.array([t[metric] for t in done])
@@ -76,8 +82,9 @@ def test_every_shipped_file_is_package_data():
     files = [p.relative_to(package).as_posix() for p in (package / "shipped").rglob("*") if p.is_file()]
     assert files, "no shipped study found"
     for file in files:
-        assert any(fnmatch.fnmatch(file, pattern) for pattern in patterns["poisondiff_lite"]), \
+        assert any(fnmatch.fnmatch(file, pattern) for pattern in patterns["poisondiff_lite"]), (
             f"{file} would be left out of a wheel"
+        )
 
 
 def test_unknown_name_lists_the_shipped_ones():
@@ -90,8 +97,19 @@ def _tiny_study(folder: Path, victims: int) -> StudyResults:
     ident = attack_id(config.attacks[0])
     folder.mkdir(parents=True)
     (folder / "study.json").write_text(json.dumps(config.to_dict()))
-    targets = [{"key": "0-1-5", "index": 5, "bucket": "lowest", "epa": 0.0, "dps": 0.5, "delta_step": 0.1,
-                "delta_param": 0.2, "tau": 1.0, "soft_epa": 0.1}]
+    targets = [
+        {
+            "key": "0-1-5",
+            "index": 5,
+            "bucket": "lowest",
+            "epa": 0.0,
+            "dps": 0.5,
+            "delta_step": 0.1,
+            "delta_param": 0.2,
+            "tau": 1.0,
+            "soft_epa": 0.1,
+        }
+    ]
     (folder / "targets.json").write_text(json.dumps({"targets": targets, "classes": ["a", "b"]}))
     log = ResultsLog(folder / "results.jsonl", {"study": config.key()})
     for v in range(victims):
@@ -101,8 +119,14 @@ def _tiny_study(folder: Path, victims: int) -> StudyResults:
 
 def test_ship_copies_a_finished_study_with_provenance(tmp_path):
     result = _tiny_study(tmp_path / "run", victims=2)
-    folder = shipped.ship(result, "tiny", description="a test", command="poisondiff study", wall_seconds=12.34,
-                          destination=tmp_path / "shipped")
+    folder = shipped.ship(
+        result,
+        "tiny",
+        description="a test",
+        command="poisondiff study",
+        wall_seconds=12.34,
+        destination=tmp_path / "shipped",
+    )
     again = pdl.study.read_study(folder)
     assert again.rows == result.rows and again.targets == result.targets
     assert again.config.key() == result.config.key()
@@ -116,7 +140,8 @@ def test_ship_refuses_an_unfinished_study_unless_marked_partial(tmp_path):
     result = _tiny_study(tmp_path / "run", victims=1)  # the config asks for 2 victims
     with pytest.raises(pdl.InvalidChoiceError, match="not complete"):
         shipped.ship(result, "tiny", description="", command="", wall_seconds=0, destination=tmp_path / "out")
-    folder = shipped.ship(result, "tiny", description="", command="", wall_seconds=0, allow_partial=True,
-                          destination=tmp_path / "out")
+    folder = shipped.ship(
+        result, "tiny", description="", command="", wall_seconds=0, allow_partial=True, destination=tmp_path / "out"
+    )
     provenance = json.loads((folder / "provenance.json").read_text())
     assert provenance["complete"] is False and provenance["targets_done"] == 0

@@ -9,8 +9,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from conftest import make_toy_bundle
-from poisondiff_lite import (MODELS, InvalidChoiceError, TrainConfig, TrajectoryConfig, build_model,
-                             record_trajectories, register_model, train_fresh)
+from poisondiff_lite import (
+    MODELS,
+    InvalidChoiceError,
+    TrainConfig,
+    TrajectoryConfig,
+    build_model,
+    record_trajectories,
+    register_model,
+    train_fresh,
+)
 from poisondiff_lite.models import CUSTOM_MODELS
 from poisondiff_lite.stacked import StackedClassifier, unstackable_part
 from poisondiff_lite.train import train_fresh_many
@@ -35,7 +43,7 @@ def test_stacked_forward_equals_each_member_in_train_mode(name):
     stacked = StackedClassifier(models)
     x = torch.rand(4, 9, 32, 32)
     out = stacked(x)
-    expected = torch.stack([m(x[:, 3 * v:3 * v + 3]) for v, m in enumerate(models)], dim=1)
+    expected = torch.stack([m(x[:, 3 * v : 3 * v + 3]) for v, m in enumerate(models)], dim=1)
     assert out.shape == (4, 3, 7)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
     for v, model in enumerate(models):  # BatchNorm running statistics moved member by member
@@ -60,7 +68,7 @@ def test_stacked_gradient_is_each_members_gradient():
     sum(F.cross_entropy(out[:, v], y[:, v]) for v in range(2)).backward()
     grads = dict(stacked.named_parameters())
     for v, model in enumerate(models):
-        F.cross_entropy(model(x[:, 3 * v:3 * v + 3]), y[:, v]).backward()
+        F.cross_entropy(model(x[:, 3 * v : 3 * v + 3]), y[:, v]).backward()
         for name, p in model.named_parameters():
             g = grads[name].grad
             mine = g[v] if name.startswith("head.") else g.chunk(2)[v]
@@ -93,8 +101,11 @@ def test_stacked_training_matches_one_at_a_time(float64):
     data = make_toy_bundle(96, 32)
     cfg = TrainConfig.quick(epochs=2, batch_size=32)
     alone = [x for group in train_fresh_many(data, cfg, [3, 4, 5], show_progress=False) for x in group]
-    stacked = [x for group in train_fresh_many(data, dataclasses.replace(cfg, stack=3), [3, 4, 5],
-                                               show_progress=False) for x in group]
+    stacked = [
+        x
+        for group in train_fresh_many(data, dataclasses.replace(cfg, stack=3), [3, 4, 5], show_progress=False)
+        for x in group
+    ]
     reference, history = train_fresh(data, cfg, seed=4, show_progress=False)
     assert history.loss == alone[1][2].loss  # one at a time is train_fresh exactly
     for (seed_a, model_a, hist_a), (seed_b, model_b, hist_b) in zip(alone, stacked):
@@ -157,10 +168,12 @@ def test_cuda_precision_and_layout_path_records_what_fp32_records(tmp_path, monk
     monkeypatch.setattr(train_module, "_accelerated", lambda device: True)
     fit_on, before = train_module._fit_on, torch.backends.cudnn.benchmark
     dtypes, autotune = [], []
-    monkeypatch.setattr(train_module, "_fit_on", lambda *a, **k: autotune.append(torch.backends.cudnn.benchmark)
-                        or fit_on(*a, **k))
+    monkeypatch.setattr(
+        train_module, "_fit_on", lambda *a, **k: autotune.append(torch.backends.cudnn.benchmark) or fit_on(*a, **k)
+    )
     hook = nn.modules.module.register_module_forward_hook(
-        lambda module, args, out: dtypes.append(out.dtype) if isinstance(module, nn.Conv2d) else None)
+        lambda module, args, out: dtypes.append(out.dtype) if isinstance(module, nn.Conv2d) else None
+    )
     try:
         accelerated_config = dataclasses.replace(config, train=dataclasses.replace(config.train, stack=2))
         fast = record_trajectories(accelerated_config, data=data, path=tmp_path / "fast.npz", show_progress=False)

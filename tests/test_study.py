@@ -54,12 +54,26 @@ def test_correlations_agree_with_numpy():
 def test_bucket_table_is_mean_and_population_std():
     config = study.StudyConfig(trajectory=TrajectoryConfig.quick(), attacks=(AttackConfig.quick("gm"),), victims=4)
     ident = study.attack_id(config.attacks[0])
-    targets = [{"key": f"0-1-{i}", "index": i, "bucket": b, "epa": e, "dps": e, "delta_step": d, "delta_param": d,
-                "tau": d, "soft_epa": e} for i, b, e, d in [(1, "lowest", 0.0, 0.1), (2, "lowest", 0.1, 0.2),
-                                                              (3, "highest", 1.0, 0.9)]]
+    targets = [
+        {
+            "key": f"0-1-{i}",
+            "index": i,
+            "bucket": b,
+            "epa": e,
+            "dps": e,
+            "delta_step": d,
+            "delta_param": d,
+            "tau": d,
+            "soft_epa": e,
+        }
+        for i, b, e, d in [(1, "lowest", 0.0, 0.1), (2, "lowest", 0.1, 0.2), (3, "highest", 1.0, 0.9)]
+    ]
     wins = {1: [1, 1, 1, 1], 2: [1, 1, 0, 0], 3: [0, 0, 0, 1]}
-    rows = [{"key": f"0-1-{i}", "attack": ident, "victim": v, "success": bool(s), "clean_accuracy": 0.9}
-            for i, ws in wins.items() for v, s in enumerate(ws)]
+    rows = [
+        {"key": f"0-1-{i}", "attack": ident, "victim": v, "success": bool(s), "clean_accuracy": 0.9}
+        for i, ws in wins.items()
+        for v, s in enumerate(ws)
+    ]
     results = study.StudyResults(config, targets, rows)
     table = {r["bucket"]: r for r in results.by_bucket()}
     assert table["lowest"]["mean_asr"] == 0.75 and table["lowest"]["std_asr"] == pytest.approx(0.25)
@@ -121,7 +135,7 @@ def test_only_the_writer_cuts_a_torn_tail(tmp_path):
     with pytest.raises(ResultsFileError, match="read-only"):
         reader.append({"key": "k", "attack": "gm", "victim": 1, "success": True})
     ResultsLog(path, {"study": "abc"})
-    assert path.read_bytes() == before[:before.rindex(b"\n") + 1]
+    assert path.read_bytes() == before[: before.rindex(b"\n") + 1]
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -129,10 +143,20 @@ def test_only_the_writer_cuts_a_torn_tail(tmp_path):
 # -----------------------------------------------------------------------------------------------------------------
 def tiny_config(victims=2):
     trajectory = TrajectoryConfig(dataset="cifar10", train=TrainConfig.quick(epochs=2, batch_size=16), runs=2)
-    attacks = (AttackConfig(name="gm", num_poisons=4, steps=2, restarts=1),
-               AttackConfig(name="fc", num_poisons=4, steps=2, restarts=1, setting="transfer"))
-    return study.StudyConfig(trajectory=trajectory, attacks=attacks, per_bucket=1, buckets=("lowest", "highest"),
-                             victims=victims, tau_batches=2, tau_batch_size=16, head=HeadConfig(epochs=2))
+    attacks = (
+        AttackConfig(name="gm", num_poisons=4, steps=2, restarts=1),
+        AttackConfig(name="fc", num_poisons=4, steps=2, restarts=1, setting="transfer"),
+    )
+    return study.StudyConfig(
+        trajectory=trajectory,
+        attacks=attacks,
+        per_bucket=1,
+        buckets=("lowest", "highest"),
+        victims=victims,
+        tau_batches=2,
+        tau_batch_size=16,
+        head=HeadConfig(epochs=2),
+    )
 
 
 class Interrupt(Exception):
@@ -178,8 +202,9 @@ def test_interrupted_study_resumes_without_recomputing(tmp_path, toy_bundle, mon
     again = study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False)
     assert trained == [] and len(again.rows) == len(results.rows)
 
-    more = study.run_study(tiny_config(victims=3), data=toy_bundle, device="cpu", results_dir=tmp_path,
-                           show_progress=False)  # more victims extend the same study
+    more = study.run_study(
+        tiny_config(victims=3), data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False
+    )  # more victims extend the same study
     assert len(trained) == 1 + targets and more.complete()
 
 
@@ -197,8 +222,16 @@ def test_study_targets_follow_buckets_and_metrics(tmp_path, toy_bundle):
         direct = poisoning_distance(surrogate, image, config.poison_class, device="cpu")
         assert t["delta_step"] == pytest.approx(direct.step, abs=2e-4, rel=1e-5)
         assert t["delta_param"] == pytest.approx(direct.distance, rel=1e-3, abs=2e-4 * direct.grad_norm)
-        tau = budget_lower_bound(surrogate, image, config.poison_class, toy_bundle.train, delta=direct,
-                                 num_batches=config.tau_batches, batch_size=config.tau_batch_size, device="cpu").tau
+        tau = budget_lower_bound(
+            surrogate,
+            image,
+            config.poison_class,
+            toy_bundle.train,
+            delta=direct,
+            num_batches=config.tau_batches,
+            batch_size=config.tau_batch_size,
+            device="cpu",
+        ).tau
         assert t["tau"] == pytest.approx(tau, rel=1e-3, abs=1e-6)
     saved = json.loads((results.path / "study.json").read_text())
     assert study.StudyConfig.from_dict(saved) == config
@@ -207,12 +240,15 @@ def test_study_targets_follow_buckets_and_metrics(tmp_path, toy_bundle):
     assert "GM" in table and "FC (transfer)" in table and "no attack (scratch)" in table
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"poison_class": 0}, "poison class must differ"),
-    ({"buckets": ("lowest", "p50")}, "unknown EPA bucket 'p50'"),
-    ({"victims": 0}, "victims must be > 0"),
-    ({"attacks": ()}, "at least one attack"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"poison_class": 0}, "poison class must differ"),
+        ({"buckets": ("lowest", "p50")}, "unknown EPA bucket 'p50'"),
+        ({"victims": 0}, "victims must be > 0"),
+        ({"attacks": ()}, "at least one attack"),
+    ],
+)
 def test_bad_study_settings_name_the_fix(kwargs, message):
     with pytest.raises(InvalidChoiceError, match=message):
         study.StudyConfig(**kwargs)
@@ -220,8 +256,13 @@ def test_bad_study_settings_name_the_fix(kwargs, message):
 
 def test_unknown_class_index_is_refused(tmp_path, toy_bundle):
     with pytest.raises(InvalidChoiceError, match="unknown poison class 7"):
-        study.run_study(tiny_config().__class__(**{**tiny_config().__dict__, "poison_class": 7}), data=toy_bundle,
-                        device="cpu", results_dir=tmp_path, show_progress=False)
+        study.run_study(
+            tiny_config().__class__(**{**tiny_config().__dict__, "poison_class": 7}),
+            data=toy_bundle,
+            device="cpu",
+            results_dir=tmp_path,
+            show_progress=False,
+        )
 
 
 def test_toy_bundle_is_unchanged_by_a_study(tmp_path, toy_bundle):
@@ -236,18 +277,32 @@ def test_extreme_targets_are_the_smallest_and_largest(tmp_path, toy_bundle, metr
     from poisondiff_lite.budget import budget_matrix
     from poisondiff_lite.distance import distance_matrix
 
-    config = study.StudyConfig(**{**tiny_config().__dict__, "extremes": 1, "extreme_metric": metric,
-                                  "attacks": (AttackConfig(name="fc", num_poisons=4, steps=1, restarts=1,
-                                                           setting="transfer"),)})
+    config = study.StudyConfig(
+        **{
+            **tiny_config().__dict__,
+            "extremes": 1,
+            "extreme_metric": metric,
+            "attacks": (AttackConfig(name="fc", num_poisons=4, steps=1, restarts=1, setting="transfer"),),
+        }
+    )
     results = study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False)
     model = load_run_model(default_path(config.trajectory, tmp_path))
     members = torch.nonzero(toy_bundle.test.labels == 0).squeeze(1)
     images = toy_bundle.test.images[members]
-    values = distance_matrix(model, images, toy_bundle.test.labels[members], poison_classes=[1], device="cpu",
-                             show_progress=False).step[:, 1]
+    values = distance_matrix(
+        model, images, toy_bundle.test.labels[members], poison_classes=[1], device="cpu", show_progress=False
+    ).step[:, 1]
     if metric == "tau":
-        values = budget_matrix(model, images, np.ones(len(members), dtype=int), toy_bundle.train, values,
-                               num_batches=config.tau_batches, batch_size=config.tau_batch_size, device="cpu")
+        values = budget_matrix(
+            model,
+            images,
+            np.ones(len(members), dtype=int),
+            toy_bundle.train,
+            values,
+            num_batches=config.tau_batches,
+            batch_size=config.tau_batch_size,
+            device="cpu",
+        )
     values = np.where(np.isnan(values), np.inf, values)
     chosen = {t["index"] for t in results.targets}
     lowest = {int(m) for m, v in zip(members, values) if v == values.min()}  # ties: any of them will do
@@ -277,12 +332,27 @@ def test_finding_text_says_what_the_numbers_say():
     config = study.StudyConfig(trajectory=TrajectoryConfig.quick(), attacks=(AttackConfig.quick("gm"),), victims=4)
     ident = study.attack_id(config.attacks[0])
     epa = {i: i / 10 for i in range(10)}
-    targets = [{"key": f"0-1-{i}", "index": i, "bucket": "lowest" if i < 5 else "highest", "epa": e, "dps": e,
-                "delta_step": e, "delta_param": e, "tau": e, "soft_epa": e} for i, e in epa.items()]
+    targets = [
+        {
+            "key": f"0-1-{i}",
+            "index": i,
+            "bucket": "lowest" if i < 5 else "highest",
+            "epa": e,
+            "dps": e,
+            "delta_step": e,
+            "delta_param": e,
+            "tau": e,
+            "soft_epa": e,
+        }
+        for i, e in epa.items()
+    ]
 
     def results(wins_of):
-        rows = [{"key": f"0-1-{i}", "attack": ident, "victim": v, "success": v < wins_of(i), "clean_accuracy": 0.9}
-                for i in epa for v in range(4)]
+        rows = [
+            {"key": f"0-1-{i}", "attack": ident, "victim": v, "success": v < wins_of(i), "clean_accuracy": 0.9}
+            for i in epa
+            for v in range(4)
+        ]
         return study.StudyResults(config, targets, rows)
 
     easy_first = finding_text(results(lambda i: 4 if i < 5 else 0))  # the five lowest-EPA targets always fall

@@ -7,8 +7,17 @@ import pytest
 import torch
 
 from conftest import make_toy_bundle
-from poisondiff_lite import (MODELS, DeviceUnavailableError, InvalidChoiceError, TrainConfig, accuracy, augment,
-                             build_model, get_device, train_fresh)
+from poisondiff_lite import (
+    MODELS,
+    DeviceUnavailableError,
+    InvalidChoiceError,
+    TrainConfig,
+    accuracy,
+    augment,
+    build_model,
+    get_device,
+    train_fresh,
+)
 from poisondiff_lite.augment import random_crop, random_flip
 from poisondiff_lite.train import lr_factor, train_fresh_many
 
@@ -21,7 +30,7 @@ def test_random_crop_matches_per_image_slicing():
     dx = torch.randint(0, 5, (6,), generator=gen)
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
     for i in range(6):
-        expected = padded[i, :, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8]
+        expected = padded[i, :, dy[i] : dy[i] + 8, dx[i] : dx[i] + 8]
         assert torch.equal(out[i], expected)
     assert torch.equal(random_crop(images, 0), images)
 
@@ -86,8 +95,9 @@ def test_cuda_on_cpu_machine_names_the_fix():
 
 def test_toy_training_learns(toy_bundle):
     # no flips: a horizontal flip turns the toy's classes 0 <-> 1 and 2 <-> 3 into each other
-    model, history = train_fresh(toy_bundle, TrainConfig.quick(epochs=8, batch_size=16, flip=False), seed=0,
-                                 device="cpu", show_progress=False)
+    model, history = train_fresh(
+        toy_bundle, TrainConfig.quick(epochs=8, batch_size=16, flip=False), seed=0, device="cpu", show_progress=False
+    )
     assert history.loss[-1] < history.loss[0]
     assert accuracy(model, toy_bundle.test, device="cpu") >= 0.9  # chance is 0.25
 
@@ -103,13 +113,21 @@ def test_augmentation_is_drawn_once_per_epoch_and_member_not_per_batch(monkeypat
     """A per-batch host-to-GPU copy of random numbers makes the host wait for the GPU at every step."""
     calls = []
     original = augment.AugmentDraw.draw.__func__
-    monkeypatch.setattr(augment.AugmentDraw, "draw",
-                        classmethod(lambda cls, n, **kw: calls.append(n) or original(cls, n, **kw)))
+    monkeypatch.setattr(
+        augment.AugmentDraw, "draw", classmethod(lambda cls, n, **kw: calls.append(n) or original(cls, n, **kw))
+    )
     cfg = TrainConfig.quick(epochs=3, batch_size=16)  # 96 images: 6 batches per epoch
     for stack in (1, 2):
         calls.clear()
-        list(train_fresh_many(make_toy_bundle(96, 16), dataclasses.replace(cfg, stack=stack), [0, 1],
-                              device="cpu", show_progress=False))
+        list(
+            train_fresh_many(
+                make_toy_bundle(96, 16),
+                dataclasses.replace(cfg, stack=stack),
+                [0, 1],
+                device="cpu",
+                show_progress=False,
+            )
+        )
         assert calls == [96] * 6  # 3 epochs x 2 runs, each draw covering the whole epoch
 
 
@@ -119,8 +137,12 @@ def test_compile_mode_reaches_torch_compile(monkeypatch):
     modes = []
     monkeypatch.setattr(train_module.torch, "compile", lambda model, mode=None: modes.append(mode) or model)
     for compile_option in (True, "reduce-overhead"):
-        train_fresh(make_toy_bundle(32, 8), TrainConfig.quick(epochs=1, batch_size=16, compile=compile_option),
-                    device="cpu", show_progress=False)
+        train_fresh(
+            make_toy_bundle(32, 8),
+            TrainConfig.quick(epochs=1, batch_size=16, compile=compile_option),
+            device="cpu",
+            show_progress=False,
+        )
     assert modes == [None, "reduce-overhead"]
     with pytest.raises(InvalidChoiceError, match="max-autotune"):
         TrainConfig(compile="fastest")
