@@ -283,7 +283,8 @@ def load_dataset(
 ) -> DataBundle:
     """Load ``"cifar10"``, ``"tinyimagenet"`` or a registered data set; optionally move it to `device` whole."""
     download = check_flag("download", download)
-    if str(name) in dataset_names()[len(DATASETS) :]:  # registered here or by a $POISONDIFF_PLUGINS module
+    load_plugins()  # a data set may be registered by a $POISONDIFF_PLUGINS module
+    if str(name) in CUSTOM_DATASETS:
         bundle = CUSTOM_DATASETS[str(name)](root, download=download, **kwargs)
         return bundle.to(device) if device is not None else bundle
     key = str(name).lower().replace("-", "").replace("_", "")
