@@ -19,7 +19,9 @@ from .train import History, accuracy, predict_logits, train_fresh, train_fresh_m
 # EPA, δ, τ
 from .budget import TauSettings, budget_lower_bound, budget_matrix
 from .distance import DeltaSearch, DistanceResult, distance_matrix, poisoning_distance
+from .experiment import CleanExperiment, clean_experiment
 from .metrics_table import target_metrics_csv
+from .targets import target_rows
 from .metrics import BUCKETS, dps, epa, epa_buckets, per_class_mean, select_targets, soft_epa, trajectory_metrics
 
 # attacks and studies
@@ -74,8 +76,10 @@ __all__ = [
     "train_model",
     # EPA, δ, τ
     "BUCKETS",
+    "CleanExperiment",
     "budget_lower_bound",
     "budget_matrix",
+    "clean_experiment",
     "DeltaSearch",
     "DistanceResult",
     "distance_matrix",
@@ -88,6 +92,7 @@ __all__ = [
     "soft_epa",
     "TauSettings",
     "target_metrics_csv",
+    "target_rows",
     "trajectory_metrics",
     # attacks and studies
     "CORRELATION_COLUMNS",

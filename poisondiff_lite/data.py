@@ -184,6 +184,8 @@ class DataBundle:
             return ImageDataset(split.images[keep], new[keep])
 
         notes = dict(self.notes, kept_classes=classes)
+        if "wnids" in notes:  # class_index looks names up by wnid: keep them aligned with the new labels
+            notes["wnids"] = tuple(notes["wnids"][c] for c in classes)
         return DataBundle(
             self.name,
             pick(self.train),

@@ -20,7 +20,8 @@ import torch.nn as nn
 from .attacks import SETTINGS, AttackConfig, Poisons, attack_objective
 from .data import DataBundle, check_images, to_unit
 from .errors import InvalidChoiceError, check_choice
-from .record import default_path, load_run_model, prepare_data, record_trajectories
+from .experiment import clean_experiment
+from .record import prepare_data
 from .results import format_table
 from .study_config import StudyConfig, baseline_id, setup_key
 from .utils import atomic_write_json, check_writable, eval_mode, exclusive, get_device, resolve_results_dir
@@ -204,15 +205,9 @@ def _train_victims(
     jobs = [(POISONED, poisons)] + ([(baseline_id(setting), None)] if baseline else [])
     surrogate = features = None
     if setting == "transfer":
-        record_trajectories(
-            config.trajectory,
-            data=data,
-            device=device,
-            show_progress=show_progress,
-            keep_models=True,
-            results_dir=results_dir,
-        )
-        surrogate = load_run_model(default_path(config.trajectory, results_dir), run=0).to(device)
+        surrogate = clean_experiment(
+            config.trajectory, data=data, device=device, show_progress=show_progress, results_dir=results_dir
+        ).surrogate
         features = surrogate_features(surrogate, data, target_image[None], device=device)
     for attack, poison_set in jobs:
         todo = [s for s in seeds if (key, attack, s) not in done]

@@ -8,17 +8,15 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .budget import TauSettings, budget_lower_bound
+from .budget import TauSettings
 from .config import TrajectoryConfig
 from .data import DataBundle
-from .distance import DistanceResult, distance_matrix
 from .errors import ResultsFileError, check_classes, check_positive
-from .metrics import select_targets, trajectory_metrics
-from .record import check_bucket_size, default_path, load_run_model, prepare_data, record_trajectories
-from .utils import atomic_write_csv, check_writable, exclusive, format_number, get_device, progress
+from .experiment import CleanExperiment, clean_experiment
+from .record import check_bucket_size, prepare_data
+from .utils import atomic_write_csv, check_writable, exclusive, format_number, progress
 
 COLUMNS = (
     "dataset",
@@ -109,43 +107,31 @@ def target_metrics_csv(
     tau = TauSettings(tau_batches, tau_batch_size, variant=variant)
     check_positive("per_bucket", per_bucket)
     check_writable(Path(out).parent)
-    device = get_device(device)
     data = prepare_data(config, data, data_dir=data_dir, download=download)
     if poison_classes is not None:
         poison_classes = list(check_classes("poison classes", poison_classes, data.num_classes))
     if indices is None:
         check_bucket_size(config, data, data.class_index(target_class), per_bucket)
-    path = default_path(config, results_dir)
-    traj = record_trajectories(
-        config, data=data, device=device, show_progress=show_progress, keep_models=True, path=path
+    experiment = clean_experiment(
+        config, data=data, device=device, show_progress=show_progress, results_dir=results_dir
     )  # also trains run 0 again for its weights if they were not kept
-    model = load_run_model(path, run=0).to(device)
-    scores = trajectory_metrics(traj)
-    position = {int(i): k for k, i in enumerate(scores["indices"])}
     if indices is not None:
         chosen = [{"bucket": "chosen", "index": int(i)} for i in indices]
-        missing = [c["index"] for c in chosen if c["index"] not in position]
-        if missing:
-            raise ResultsFileError(f"indices {missing} were not recorded in the trajectories (0..{len(position) - 1})")
+        for c in chosen:
+            experiment.position(c["index"])  # an index that was not recorded stops here, before any row
     else:
-        cls = data.class_index(target_class)
-        chosen = select_targets(scores["epa"], scores["labels"], cls, per_bucket=per_bucket, indices=scores["indices"])
+        chosen = experiment.targets(target_class, per_bucket)
     out = Path(out)
     settings = settings_key(config, last_layer_only=last_layer_only, tau=tau)
     with exclusive(out, "the metrics table"):
         return _fill_table(
             out,
             settings,
-            config,
+            experiment,
             chosen,
-            scores,
-            position,
-            data,
-            model,
             poison_classes=poison_classes,
             last_layer_only=last_layer_only,
             tau=tau,
-            device=device,
             show_progress=show_progress,
         )
 
@@ -153,17 +139,12 @@ def target_metrics_csv(
 def _fill_table(
     out: Path,
     settings: str,
-    config: TrajectoryConfig,
+    experiment: CleanExperiment,
     chosen: list[dict],
-    scores: dict,
-    position: dict,
-    data: DataBundle,
-    model,
     *,
     poison_classes: list[int] | None,
     last_layer_only: bool,
     tau: TauSettings,
-    device: torch.device,
     show_progress: bool,
 ) -> list[dict[str, str]]:
     """Compute the missing (target, poison class) rows and rewrite `out` after each target (caller holds its lock)."""
@@ -175,59 +156,23 @@ def _fill_table(
             f"--last-layer, --tau-batches, --tau-batch-size or --variant). Fix: pass another --out "
             f"path, or delete the file to recompute."
         )
+    dataset = experiment.config.dataset
     done = {(r["dataset"], int(r["index"]), int(r["poison_class"])) for r in rows}
-    split = data.test if config.eval_split == "test" else data.train
-    classes = list(range(data.num_classes)) if poison_classes is None else [int(c) for c in poison_classes]
+    classes = range(experiment.data.num_classes) if poison_classes is None else poison_classes
     for target in progress(chosen, enable=show_progress, desc="targets", unit="target"):
-        k = position[target["index"]]
-        label = int(scores["labels"][k])
-        todo = [c for c in classes if c != label and (config.dataset, target["index"], c) not in done]
-        if not todo:
+        todo = [int(c) for c in classes if (dataset, target["index"], int(c)) not in done]
+        new = experiment.target_rows([target], todo, tau=tau, last_layer_only=last_layer_only) if todo else []
+        if not new:
             continue
-        image = split.images[target["index"]]
-        deltas = distance_matrix(
-            model,
-            image[None],
-            np.array([label]),
-            poison_classes=todo,
-            last_layer_only=last_layer_only,
-            device=device,
-            show_progress=False,
-        )
-        for c in todo:
-            step = float(deltas.step[0, c])
-            delta = DistanceResult(
-                step, float(deltas.grad_norm[0, c]), float(deltas.distance[0, c]), int(deltas.pred_before[0])
-            )
-            budget = budget_lower_bound(
-                model,
-                image,
-                c,
-                data.train,
-                delta=delta,
-                last_layer_only=last_layer_only,
-                **tau.as_kwargs(),
-                device=device,
-            )
+        for row in new:
             rows.append(
                 {
-                    "dataset": config.dataset,
-                    "index": target["index"],
-                    "label": label,
-                    "bucket": target["bucket"],
-                    "epa": format_number(scores["epa"][k]),
-                    "soft_epa": format_number(scores["soft_epa"][k]),
-                    "dps": format_number(scores["dps"][k]),
-                    "dominant": int(scores["dominant"][k]),
-                    "poison_class": c,
-                    "delta_step": format_number(step),
-                    "grad_norm": format_number(delta.grad_norm),
-                    "delta_param": format_number(delta.distance),
-                    "tau": format_number(budget.tau),
-                    "tau_inner": format_number(budget.inner),
+                    "dataset": dataset,
+                    **{c: format_number(row[c]) if isinstance(row[c], float) else row[c] for c in COLUMNS[1:-2]},
+                    "tau_inner": format_number(row["tau_inner"]),
                     "settings": settings,
                 }
             )
-            done.add((config.dataset, target["index"], c))
+            done.add((dataset, target["index"], row["poison_class"]))
         _write_rows(out, rows)
     return rows

@@ -8,6 +8,7 @@ finished run and nothing already computed is lost.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import warnings
@@ -34,10 +35,12 @@ def default_path(config: TrajectoryConfig, results_dir: str | os.PathLike | None
 def prepare_data(
     config: TrajectoryConfig, data: DataBundle | None = None, *, data_dir: str | None = None, download: bool = False
 ) -> DataBundle:
-    """Load (or take) the dataset and apply the config's class selection."""
+    """Load (or take) the dataset and apply the config's class selection (once: a bundle this function already
+    prepared for the same selection is returned as it is)."""
     data = data if data is not None else load_dataset(config.dataset, data_dir, download=download)
-    if config.classes is not None:
+    if config.classes is not None and data.notes.get("prepared_classes") != tuple(config.classes):
         data = data.select_classes(list(config.classes))
+        data = dataclasses.replace(data, notes=dict(data.notes, prepared_classes=tuple(config.classes)))
     return data
 
 

@@ -27,8 +27,8 @@ import torch
 from .attacks import AttackConfig, Poisons, craft_from_class
 from .data import DataBundle
 from .errors import check_choice
-from .metrics import trajectory_metrics
-from .record import check_bucket_size, default_path, load_run_model, prepare_data, record_trajectories
+from .experiment import clean_experiment
+from .record import check_bucket_size, prepare_data
 from .results import StudyResults, find_studies, format_table, json_safe, load_study, read_study, read_targets  # noqa: F401
 from .study_config import METRIC_LABELS, METRICS, StudyConfig, attack_id, baseline_id, setup_key, study_dir  # noqa: F401
 from .targets import choose_targets, extreme_order, target_rows  # noqa: F401
@@ -99,24 +99,20 @@ def _run_locked(
     client: Any,
 ) -> StudyResults:
     atomic_write_json(folder / "study.json", config.to_dict())
-    traj = record_trajectories(
-        config.trajectory,
-        data=data,
-        device=device,
-        show_progress=show_progress,
-        keep_models=True,
-        results_dir=results_dir,
+    experiment = clean_experiment(
+        config.trajectory, data=data, device=device, show_progress=show_progress, results_dir=results_dir
     )
-    surrogate = load_run_model(default_path(config.trajectory, results_dir), run=0).to(device)
-    split = data.test if config.trajectory.eval_split == "test" else data.train
+    surrogate, split = experiment.surrogate, experiment.split
 
     targets_path = folder / "targets.json"
     if targets_path.exists():
         targets = read_targets(targets_path)["targets"]
     else:
-        scores = trajectory_metrics(traj)
-        chosen, known_tau = choose_targets(config, scores, surrogate, split.images, data.train, device, show_progress)
-        targets = target_rows(config, chosen, scores, surrogate, split.images, data.train, device, known_tau)
+        chosen, known_tau = choose_targets(
+            config, experiment.scores, surrogate, split.images, data.train, device, show_progress
+        )
+        rows = experiment.target_rows(chosen, [config.poison_class], tau=config.tau_settings, known_tau=known_tau)
+        targets = [{"key": setup_key(config.target_class, config.poison_class, r["index"]), **r} for r in rows]
         atomic_write_json(targets_path, {"targets": json_safe(targets), "classes": list(data.classes)})
 
     log = ResultsLog(folder / "results.jsonl", {"study": config.key(), "config": config.to_dict()})

@@ -6,15 +6,17 @@ and highest δ or τ); `target_rows` measures EPA, DPS, δ and τ for each (arXi
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from .budget import budget_lower_bound
+from .budget import BudgetResult, TauSettings, budget_lower_bound
 from .distance import DistanceResult, distance_matrix
 from .metrics import select_targets
-from .study_config import StudyConfig, setup_key
+from .study_config import StudyConfig
 from .utils import progress
 
 
@@ -26,7 +28,7 @@ def choose_targets(
     train_set,
     device: torch.device,
     show_progress: bool,
-) -> tuple[list[dict[str, Any]], dict[int, float]]:
+) -> tuple[list[dict[str, Any]], dict[int, BudgetResult]]:
     """The targets, and the τ already computed while choosing them (by test index), so it is not computed twice.
 
     The extreme groups are always complete: a target that is also in an EPA bucket is one target in two groups
@@ -45,7 +47,7 @@ def choose_targets(
         )
         if t["bucket"] in config.buckets
     ]
-    known_tau: dict[int, float] = {}
+    known_tau: dict[int, BudgetResult] = {}
     if config.extremes:
         members = np.flatnonzero(scores["labels"] == config.target_class)
         images = split_images[scores["indices"][members]]
@@ -60,22 +62,20 @@ def choose_targets(
         steps = all_delta.step[:, config.poison_class]
         order = extreme_order(steps)
         if config.extreme_metric == "tau":  # one clean-gradient estimate per member: costly, hence optional
-            taus = np.array(
-                [
-                    budget_lower_bound(
-                        model,
-                        images[k],
-                        config.poison_class,
-                        train_set,
-                        delta=DistanceResult.from_step(v),
-                        **config.tau_settings.as_kwargs(),
-                        device=device,
-                    ).tau
-                    for k, v in enumerate(progress(steps, enable=show_progress, desc="τ of candidates"))
-                ]
-            )
-            known_tau = {int(scores["indices"][m]): float(v) for m, v in zip(members, taus)}
-            order = extreme_order(taus, steps)
+            taus = [
+                budget_lower_bound(
+                    model,
+                    images[k],
+                    config.poison_class,
+                    train_set,
+                    delta=DistanceResult.from_step(v),
+                    **config.tau_settings.as_kwargs(),
+                    device=device,
+                )
+                for k, v in enumerate(progress(steps, enable=show_progress, desc="τ of candidates"))
+            ]
+            known_tau = {int(scores["indices"][m]): b for m, b in zip(members, taus)}
+            order = extreme_order(np.array([b.tau for b in taus]), steps)
         by_index = {t["index"]: t for t in chosen}
         symbol = "δ" if config.extreme_metric == "delta" else "τ"
         for group, positions in (
@@ -103,54 +103,79 @@ def extreme_order(values: np.ndarray, tie_break: np.ndarray | None = None) -> np
 
 
 def target_rows(
-    config: StudyConfig,
-    chosen: list[dict[str, Any]],
+    model: torch.nn.Module,
     scores: dict[str, np.ndarray],
-    model,
-    split_images,
+    chosen: Sequence[dict[str, Any]],
+    positions: Sequence[int],
+    images: torch.Tensor,
+    poison_classes: Sequence[int],
     train_set,
-    device: torch.device,
-    known_tau: dict[int, float],
+    *,
+    tau: TauSettings | None = TauSettings(),
+    last_layer_only: bool = False,
+    known_tau: dict[int, BudgetResult] | None = None,
+    device: torch.device | str = "auto",
+    show_progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """One row per chosen target: its EPA, soft EPA, DPS and dominant class, δ toward the poison class (step,
-    parameter distance, gradient norm, clean prediction) and τ (taken from `known_tau` where already computed)."""
-    position = {int(i): k for k, i in enumerate(scores["indices"])}
-    rows = [position[t["index"]] for t in chosen]
-    images = split_images[[t["index"] for t in chosen]]
-    labels = scores["labels"][rows]
+    """One row per (chosen target, poison class other than its own): EPA, soft EPA, DPS and dominant class, δ
+    (step, parameter distance, gradient norm, clean prediction) and τ with its inner product.
+
+    Parameters
+    ----------
+    model : the clean model of δ and τ (run 0's final model, the attacker's surrogate).
+    scores : `trajectory_metrics` of the clean runs; `positions` are the targets' positions in it.
+    chosen : the targets (dicts with ``index``, optionally ``bucket`` and ``groups``, which the rows keep).
+    images : the targets' images, one per chosen target.
+    tau : how τ is estimated (None: no τ, NaN in the rows); `known_tau` holds τ already computed (by index).
+
+    `CleanExperiment.target_rows` calls this with its own model, scores and images.
+    """
+    known_tau = known_tau or {}
+    labels = scores["labels"][list(positions)]
     delta = distance_matrix(
-        model, images, labels, poison_classes=[config.poison_class], device=device, show_progress=False
+        model,
+        images,
+        labels,
+        poison_classes=list(poison_classes),
+        last_layer_only=last_layer_only,
+        device=device,
+        show_progress=False,
     )
     out = []
-    for j, (t, k) in enumerate(zip(chosen, rows)):
-        p = config.poison_class
-        result = DistanceResult(
-            float(delta.step[j, p]),
-            float(delta.grad_norm[j, p]),
-            float(delta.distance[j, p]),
-            int(delta.pred_before[j]),
-        )
-        tau = known_tau.get(t["index"])
-        if tau is None:
-            tau = budget_lower_bound(
-                model, images[j], p, train_set, delta=result, **config.tau_settings.as_kwargs(), device=device
-            ).tau
+    pairs = [(j, int(p)) for j in range(len(chosen)) for p in poison_classes if int(p) != int(labels[j])]
+    for j, p in progress(pairs, enable=show_progress, desc="δ and τ of targets", unit="pair"):
+        target, k = chosen[j], int(positions[j])
+        step, grad_norm, distance = (float(m[j, p]) for m in (delta.step, delta.grad_norm, delta.distance))
+        result = DistanceResult(step, grad_norm, distance, int(delta.pred_before[j]))
+        budget = known_tau.get(int(target["index"])) if len(poison_classes) == 1 else None
+        if budget is None and tau is not None:
+            budget = budget_lower_bound(
+                model,
+                images[j],
+                p,
+                train_set,
+                delta=result,
+                last_layer_only=last_layer_only,
+                **tau.as_kwargs(),
+                device=device,
+            )
         out.append(
             {
-                "key": setup_key(config.target_class, p, t["index"]),
-                "index": t["index"],
-                "bucket": t["bucket"],
+                "index": int(target["index"]),
+                "bucket": target.get("bucket", "chosen"),
                 "label": int(labels[j]),
                 "epa": float(scores["epa"][k]),
                 "soft_epa": float(scores["soft_epa"][k]),
                 "dps": float(scores["dps"][k]),
                 "dominant": int(scores["dominant"][k]),
+                "poison_class": p,
                 "clean_pred": result.pred_before,
                 "delta_step": result.step,
                 "delta_param": result.distance,
                 "grad_norm": result.grad_norm,
-                "tau": tau,
-                **({"groups": t["groups"]} if "groups" in t else {}),
+                "tau": math.nan if budget is None else budget.tau,
+                "tau_inner": math.nan if budget is None else budget.inner,
+                **({"groups": target["groups"]} if "groups" in target else {}),
             }
         )
     return out

@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .budget import budget_lower_bound
-from .distance import DistanceResult, distance_matrix
+from .budget import TauSettings
+from .distance import distance_matrix
 from .errors import InvalidChoiceError
 from .metrics import trajectory_metrics
 from .plotting import symlog_scale, to_hwc
+from .targets import target_rows
 from .trajectory import Trajectory
 
 
@@ -96,16 +97,18 @@ class TargetView:
         if self.model is None or self.train_set is None or int(self.traj.labels[pos]) == cls:
             return None
         if (pos, cls) not in self._tau:
-            delta = DistanceResult.from_step(self.delta(pos)[cls])
-            self._tau[(pos, cls)] = budget_lower_bound(
+            [row] = target_rows(
                 self.model,
-                self.images[pos],
-                cls,
+                self.scores,
+                [{"index": int(self.traj.indices[pos])}],
+                [pos],
+                self.images[pos : pos + 1],
+                [cls],
                 self.train_set,
-                delta=delta,
-                num_batches=self.tau_batches,
+                tau=TauSettings(num_batches=self.tau_batches),
                 device=self.device,
-            ).tau
+            )
+            self._tau[(pos, cls)] = row["tau"]
         return self._tau[(pos, cls)]
 
     def tau_per_class(self, pos: int) -> np.ndarray | None:

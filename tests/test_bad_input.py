@@ -260,7 +260,7 @@ def test_unwritable_results_folder_fails_before_training(tmp_path, toy_bundle, m
 def test_study_checks_its_folder_and_bucket_size_before_training(tmp_path, toy_bundle, monkeypatch):
     import poisondiff_lite.study as study
 
-    monkeypatch.setattr(study, "record_trajectories", lambda *a, **k: pytest.fail("trained before the checks"))
+    monkeypatch.setattr(study, "clean_experiment", lambda *a, **k: pytest.fail("trained before the checks"))
     config = pdl.StudyConfig(trajectory=TrajectoryConfig(train=TOY, runs=1), per_bucket=5000, victims=1)
     _raises(
         lambda: pdl.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False),
@@ -286,7 +286,7 @@ def test_study_checks_its_folder_and_bucket_size_before_training(tmp_path, toy_b
 def test_metrics_table_checks_settings_before_training(tmp_path, toy_bundle, monkeypatch, kwargs, words):
     import poisondiff_lite.metrics_table as table
 
-    monkeypatch.setattr(table, "record_trajectories", lambda *a, **k: pytest.fail("trained before the checks"))
+    monkeypatch.setattr(table, "clean_experiment", lambda *a, **k: pytest.fail("trained before the checks"))
     _raises(
         lambda: table.target_metrics_csv(
             TrajectoryConfig(train=TOY, runs=1),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import poisondiff_lite.metrics_table as table
+import poisondiff_lite.targets as targets
 from poisondiff_lite import ResultsFileError, TrainConfig, TrajectoryConfig, load_run_model
 from poisondiff_lite.budget import budget_lower_bound
 from poisondiff_lite.cli import main
@@ -77,8 +78,8 @@ def test_interrupted_table_resumes_without_recomputing(tmp_path, toy_bundle, mon
     kept = [r for r in full if r["index"] == "1"]
     table._write_rows(out, kept)  # as if the run died after the first target
     calls = []
-    real = table.budget_lower_bound
-    monkeypatch.setattr(table, "budget_lower_bound", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
+    real = targets.budget_lower_bound  # the one target-rows builder computes every τ
+    monkeypatch.setattr(targets, "budget_lower_bound", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
     resumed = table.target_metrics_csv(toy_config(), out, data=toy_bundle, results_dir=tmp_path, **KW)
     assert len(calls) == len(full) - len(kept)
     assert same_rows(resumed, full)
