@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 
 from .errors import InvalidChoiceError
 
@@ -38,9 +37,12 @@ EXERCISES: dict[str, Exercise] = {}
 def _close(tolerance: float) -> Callable[[Any, Any], bool]:
     def compare(answer: Any, expected: Any) -> bool:
         try:
-            return math.isclose(float(answer), float(expected), rel_tol=tolerance, abs_tol=tolerance)
+            answer, expected = float(answer), float(expected)
         except (TypeError, ValueError):
             return False
+        if math.isnan(expected):  # undefined (e.g. an AUROC without a success): the answer must say so
+            return math.isnan(answer)
+        return math.isclose(answer, expected, rel_tol=tolerance, abs_tol=tolerance)
 
     return compare
 
@@ -101,127 +103,29 @@ def check(key: str, answer: Any, *, quiet: bool = False, **context: Any) -> bool
     return ok
 
 
-# -----------------------------------------------------------------------------------------------------------------
-#  the exercises, notebook by notebook
-# -----------------------------------------------------------------------------------------------------------------
-@exercise(
-    "00.1",
-    "Which CIFAR-10 class has the fewest test images in the data you loaded?",
-    "`np.bincount(cifar.test.labels)` counts images per class; the argmin indexes `cifar.classes`.",
-    compare=_member,
-)
-def _fewest_test_images(*, data) -> set[str]:
-    counts = np.bincount(np.asarray(data.test.labels.cpu()), minlength=len(data.classes))
-    return {data.classes[i] for i in np.flatnonzero(counts == counts.min())}
+def _pair(answer: Any, expected: Any) -> bool:
+    """Two (or more) numbers, each exactly equal: ``(1000, 500)`` or ``"1000, 500"``."""
+    try:
+        parts = answer.replace("(", "").replace(")", "").split(",") if isinstance(answer, str) else list(answer)
+        return len(parts) == len(expected) and all(float(a) == float(e) for a, e in zip(parts, expected))
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
-@exercise(
-    "01.2",
-    "What is the mean test accuracy after the last epoch, over the runs?",
-    "`traj.eval_accuracy()` is (runs, epochs); take the last column and its mean.",
-    compare=_close(1e-3),
-)
-def _final_accuracy(*, traj) -> float:
-    return float(traj.finished().eval_accuracy()[:, -1].mean())
+def _close_each(tolerance: float) -> Callable[[Any, Any], bool]:
+    """A sequence of numbers, each within `tolerance` of the expected one."""
+
+    def compare(answer: Any, expected: Any) -> bool:
+        try:
+            values = [float(a) for a in answer]
+        except (TypeError, ValueError):
+            return False
+        return len(values) == len(expected) and all(
+            math.isclose(a, float(e), abs_tol=tolerance) for a, e in zip(values, expected)
+        )
+
+    return compare
 
 
-@exercise(
-    "02.2",
-    "Which class has the lowest mean EPA?",
-    "`pdl.per_class_mean(scores['epa'], scores['labels'], len(classes))`, then the argmin; answer with a name.",
-    compare=_member,
-)
-def _hardest_class(*, scores, classes) -> set[str]:
-    from .metrics import per_class_mean
-
-    means = per_class_mean(scores["epa"], scores["labels"], len(classes))
-    low = np.nanmin(means)
-    return {classes[i] for i in np.flatnonzero(np.isclose(means, low))}
-
-
-@exercise(
-    "03.2",
-    "Which poison class is closest on average (smallest median δ step over the targets)?",
-    "`np.nanmedian(delta.step, axis=0)` gives one value per class (NaN for the targets' own class); take the "
-    "class with the smallest.",
-    compare=_member,
-)
-def _closest_class(*, delta, classes) -> set[str]:
-    steps = np.asarray(delta.step, dtype=np.float64)
-    tested = ~np.all(np.isnan(steps), axis=0)
-    medians = np.full(steps.shape[1], np.inf)
-    medians[tested] = np.nanmedian(steps[:, tested], axis=0)
-    best = medians.min()
-    return {classes[i] for i in np.flatnonzero(np.isclose(medians, best))} | {
-        str(i) for i in np.flatnonzero(np.isclose(medians, best))
-    }
-
-
-@exercise(
-    "04.2",
-    "By what factor does every τ change for C = 10 when switching to the authors' variant?",
-    "τ divides by W(κ): the factor is W((C-1)/e) / W(C - 1/e); `pdl.budget.lambert_denominator` gives both.",
-    compare=_close(2e-3),
-)
-def _variant_factor() -> float:
-    from .budget import lambert_denominator
-
-    return lambert_denominator(10, "derived") / lambert_denominator(10, "authors")
-
-
-@exercise(
-    "05.1",
-    "Upper end of the 95 % Wilson interval for 0 successes out of 2 victims?",
-    "`pdl.asr_interval(0, 2)` returns (low, high); it is far above 0 with only 2 victims.",
-    compare=_close(0.01),
-)
-def _wilson_upper() -> float:
-    from .victims import asr_interval
-
-    return asr_interval(0, 2)[1]
-
-
-def _best_bucket(result, name: str) -> set[str]:
-    rows = [r for r in result.by_bucket() if r["attack"].split("-")[0] == name]
-    if not rows:
-        raise InvalidChoiceError(f"the study has no {name.upper()} rows; pass the study that ran it")
-    best = max(r["mean_asr"] for r in rows)
-    return {r["bucket"] for r in rows if math.isclose(r["mean_asr"], best)}
-
-
-@exercise(
-    "05.2",
-    "Which EPA bucket had the highest mean ASR for feature collision?",
-    "`transfer_result.by_bucket()` lists mean_asr per (attack, bucket); look at the FC rows.",
-    compare=_member,
-)
-def _fc_best_bucket(*, result) -> set[str]:
-    return _best_bucket(result, "fc")
-
-
-@exercise(
-    "06.1",
-    "How many goldfish validation images are there in TinyImageNet?",
-    "TinyImageNet has 50 validation images per class; count `labels == 0` in the validation split.",
-)
-def _goldfish(*, labels) -> int:
-    return int((np.asarray(labels) == 0).sum())
-
-
-@exercise(
-    "06.2",
-    "Which EPA bucket had the highest mean ASR for gradient matching on TinyImageNet?",
-    "`tiny_result.by_bucket()`: compare the GM rows' mean_asr.",
-    compare=_member,
-)
-def _gm_best_bucket(*, result) -> set[str]:
-    return _best_bucket(result, "gm")
-
-
-@exercise(
-    "07.1",
-    "Over all saved studies, how many victims were evaluated in total?",
-    "each row of a study's log is one victim on one target: `sum(len(s.rows) for s in studies)`.",
-)
-def _victims_total(*, studies) -> int:
-    return int(sum(len(s.rows) for s in studies))
+# The solvers, notebook by notebook, register themselves on import.
+from . import exercises_clean, exercises_attacks  # noqa: E402, F401

@@ -38,6 +38,96 @@ def test_every_notebook_checks_its_exercises_and_has_a_hidden_solution(path):
     assert all(position[id(c)] < summary for c in solutions), "solutions belong before the summary"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_numbered_exercise_is_checked_and_solved(path):
+    nb = nbformat.read(path, as_version=4)
+    listing = next(c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## Exercises"))
+    numbers = re.findall(r"^(\d+)\. ", listing, flags=re.M)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    solutions = "\n".join(c.source for c in nb.cells if "solution" in c.metadata.get("tags", []))
+    wanted = {f"{path.name[:2]}.{n}" for n in numbers}
+    assert set(re.findall(r'exercises\.check\("(\d\d\.\d+)"', code)) == wanted  # every exercise, nothing else
+    assert set(re.findall(r'assert pdl\.exercises\.check\("(\d\d\.\d+)"', solutions)) == wanted  # and solved
+
+
+def test_every_registered_exercise_belongs_to_a_notebook():
+    keys = set()
+    for path in NOTEBOOKS:
+        code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        keys |= set(re.findall(r'exercises\.check\("(\d\d\.\d+)"', code))
+    assert keys == set(exercises.EXERCISES) and len(keys) == 37
+
+
+def test_new_solvers_against_hand_computed_cases():
+    correct = np.zeros((2, 4, 3), dtype=bool)  # (runs, epochs, images)
+    correct[0, :, 0] = True  # always right: no flip
+    correct[1, :2, 1] = True  # right early in run 1, then wrong: flips
+    correct[0, 1, 2], correct[1, :, 2] = True, True  # flips in run 0 only
+    assert exercises.solution("01.1", correct=correct) == 2
+
+    right = [{2}, {0, 1, 2}, {0, 1}, {0, 1, 2, 3}]  # epochs where each image is right: EPA .25 .75 .5 1
+    # without epochs 0-1 EPA is .5 .5 0 1: ranks move by 1.5, 0.5, 1 and 0, so image 0 (test #10) moves most
+
+    class Traj:
+        indices = np.array([10, 11, 12, 13])
+        labels = np.arange(4)
+        preds = np.array([[[c if e in right[c] else (c + 1) % 4 for c in range(4)] for e in range(4)]])
+
+        def finished(self):
+            return self
+
+        def correct(self):
+            return self.preds == self.labels
+
+    assert exercises.solution("02.1", traj=Traj()) == {"10"}
+    scores = {"epa": np.array([0.0, 0.5, 1.0, 0.25, 0.75, 0.3]), "labels": np.array([0, 0, 0, 0, 0, 1])}
+    assert exercises.check("02.4", [0.2, 0.4, 0.6, 0.8], quiet=True, scores=scores)  # numpy's linear quantiles
+    assert not exercises.check("02.4", [0.2, 0.4, 0.6], quiet=True, scores=scores)
+    assert exercises.solution("03.4", path=[0, 0, 3, 3, 1, 1, 3]) == 3
+    before = [{"dataset": "c", "index": "1", "poison_class": "2"}]
+    after = before + [
+        {"dataset": "c", "index": "5", "poison_class": "2"},
+        {"dataset": "c", "index": "5", "poison_class": "3"},
+    ]
+    assert exercises.solution("04.5", before=before, after=after) == 2
+    z = 1.959963984540054
+
+    def wilson_width(k, n):  # twice the half-width of the Wilson score interval
+        return 2 * z / (n + z * z) * math.sqrt(k * (n - k) / n + z * z / 4)
+
+    assert exercises.solution("06.3") == pytest.approx(wilson_width(1, 2) - wilson_width(2, 4))
+    assert exercises.solution("06.5", train_size=1000) == 50 and exercises.solution("06.5", train_size=1001) == 51
+    assert exercises.check("00.4", "(1000, 500)", quiet=True, data=_Selectable()) and not exercises.check(
+        "00.4", (500, 1000), quiet=True, data=_Selectable()
+    )
+
+
+class _Selectable:
+    def select_classes(self, classes):
+        return type("Kept", (), {"train": [0] * 1000, "test": [0] * 500})()
+
+
+def test_auroc_by_pairs_matches_the_table_and_nan_is_an_answer():
+    class Study:
+        config = type("C", (), {"success_threshold": 0.5})()
+
+        def __init__(self, rows):
+            self._rows = rows
+
+        def per_target(self):
+            return self._rows
+
+    rows = [{"attack": "fc-x", "epa": e, "asr": a} for e, a in ((0.1, 1.0), (0.2, 0.0), (0.2, 0.5), (0.9, 0.0))]
+    # successes at EPA 0.1 and 0.2, failures at 0.2 and 0.9: pairs (0.1<0.2) 1, (0.1<0.9) 1, (0.2=0.2) 1/2, (0.2<0.9) 1
+    assert exercises.solution("05.5", result=Study(rows)) == pytest.approx(3.5 / 4)
+    from poisondiff_lite.stats import auroc
+
+    assert auroc([r["epa"] for r in rows], [r["asr"] >= 0.5 for r in rows]) == pytest.approx(3.5 / 4)
+    failed = Study([{**r, "asr": 0.0} for r in rows])
+    assert exercises.check("05.5", float("nan"), quiet=True, result=failed)
+    assert not exercises.check("05.5", 0.5, quiet=True, result=failed)
+
+
 def test_check_says_right_wrong_and_gives_a_hint(capsys):
     assert exercises.check("05.1", 0.6576) is True
     assert "correct" in capsys.readouterr().out

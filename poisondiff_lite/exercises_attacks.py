@@ -1,0 +1,206 @@
+"""Solvers of the exercises of notebooks 05-07 (attacks, TinyImageNet, the summary); `exercises.check` runs them.
+
+Each computes the expected answer from what the learner passes (the notebook's own objects), never from a stored value.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import InvalidChoiceError
+from .exercises import _close, _equal, _member, exercise
+
+
+def _best_bucket(result, name: str) -> set[str]:
+    rows = [r for r in result.by_bucket() if r["attack"].split("-")[0] == name]
+    if not rows:
+        raise InvalidChoiceError(f"the study has no {name.upper()} rows; pass the study that ran it")
+    best = max(r["mean_asr"] for r in rows)
+    return {r["bucket"] for r in rows if math.isclose(r["mean_asr"], best)}
+
+
+def _rows_of(result, name: str) -> list[dict]:
+    rows = [r for r in result.per_target() if r["attack"].split("-")[0] == name]
+    if not rows:
+        raise InvalidChoiceError(f"the study has no {name.upper()} rows; pass the study that ran it")
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------- 05
+@exercise(
+    "05.1",
+    "Upper end of the 95 % Wilson interval for 0 successes out of 2 victims?",
+    "`pdl.asr_interval(0, 2)` returns (low, high).",
+    compare=_close(0.01),
+)
+def _wilson_upper() -> float:
+    from .victims import asr_interval
+
+    return asr_interval(0, 2)[1]
+
+
+@exercise(
+    "05.2",
+    "Which EPA bucket had the highest mean ASR for feature collision?",
+    "`transfer_result.by_bucket()` lists mean_asr per (attack, bucket); look at the FC rows.",
+    compare=_member,
+)
+def _fc_best_bucket(*, result) -> set[str]:
+    return _best_bucket(result, "fc")
+
+
+@exercise(
+    "05.3",
+    "Mean FC ASR over all targets at ε = 8/255 minus the same at the ε of section 5?",
+    "Run the transfer study again with FC at `eps=8 / 255`; average `asr` over the FC rows of `per_target()` of "
+    "each study and subtract.",
+    compare=_close(1e-6),
+)
+def _eps_effect(*, tight, loose) -> float:
+    return float(
+        np.mean([r["asr"] for r in _rows_of(tight, "fc")]) - np.mean([r["asr"] for r in _rows_of(loose, "fc")])
+    )
+
+
+@exercise(
+    "05.4",
+    "For how many lowest-bucket targets is δ toward ship smaller than toward automobile?",
+    "`experiment.target_rows(lowest, [automobile, ship], tau=None)` gives both steps per target.",
+)
+def _ship_closer(*, experiment, targets) -> int:
+    ship, car = experiment.data.class_index("ship"), experiment.data.class_index("automobile")
+    rows = experiment.target_rows(targets, [car, ship], tau=None)
+    step = {(r["index"], r["poison_class"]): r["delta_step"] for r in rows}
+    return int(sum(step[(t["index"], ship)] < step[(t["index"], car)] for t in targets))
+
+
+@exercise(
+    "05.5",
+    "AUROC of EPA for FC by counting (success, failure) pairs (success: ASR ≥ 0.5; ties count 1/2)?",
+    "Over every pair of one successful and one failed FC target, count 1 when the successful one has the lower EPA "
+    "and 1/2 for equal EPA; divide by the number of pairs.",
+    compare=_close(1e-6),
+)
+def _auroc_by_pairs(*, result) -> float:
+    rows = _rows_of(result, "fc")
+    wins = [r["epa"] for r in rows if r["asr"] >= result.config.success_threshold]
+    fails = [r["epa"] for r in rows if r["asr"] < result.config.success_threshold]
+    if not wins or not fails:
+        return math.nan
+    score = sum(1.0 if w < f else 0.5 if w == f else 0.0 for w in wins for f in fails)
+    return score / (len(wins) * len(fails))
+
+
+# ----------------------------------------------------------------------------------------------------------------- 06
+@exercise(
+    "06.1",
+    "How many goldfish validation images are there in TinyImageNet?",
+    "TinyImageNet has 50 validation images per class; count `labels == 0` in the validation split.",
+)
+def _goldfish(*, labels) -> int:
+    return int((np.asarray(labels) == 0).sum())
+
+
+@exercise(
+    "06.2",
+    "Which EPA bucket had the highest mean ASR for gradient matching on TinyImageNet?",
+    "`tiny_result.by_bucket()`: compare the GM rows' mean_asr.",
+    compare=_member,
+)
+def _gm_best_bucket(*, result) -> set[str]:
+    return _best_bucket(result, "gm")
+
+
+@exercise(
+    "06.3",
+    "How much narrower is the 95 % interval of an ASR of 1/2 with 4 victims (2 of 4) than with 2 (1 of 2)?",
+    "Width = high - low of `pdl.asr_interval(successes, victims)`; subtract the two widths.",
+    compare=_close(1e-3),
+)
+def _narrower() -> float:
+    from .victims import asr_interval
+
+    two, four = asr_interval(1, 2), asr_interval(2, 4)
+    return (two[1] - two[0]) - (four[1] - four[0])
+
+
+@exercise(
+    "06.4",
+    "Which class are the lowest-EPA goldfish most often confused with (their most frequent dominant class)?",
+    "Take the goldfish of the lowest EPA bucket (`per_bucket` lowest EPA), `scores['dominant']` at them, and the "
+    "most frequent value; answer with a class name.",
+    compare=_member,
+)
+def _confused_with(*, scores, fish, classes, per_bucket) -> set[str]:
+    lowest = np.asarray(fish)[np.argsort(scores["epa"][fish], kind="stable")[:per_bucket]]
+    counts = np.bincount(scores["dominant"][lowest], minlength=len(classes))
+    return {classes[i] for i in np.flatnonzero(counts == counts.max())} | {
+        str(i) for i in np.flatnonzero(counts == counts.max())
+    }
+
+
+@exercise(
+    "06.5",
+    "How many poisons is BUDGET = 0.05 on the quick TinyImageNet training set?",
+    "`AttackConfig.quick('gm', budget=0.05).count(len(tiny.train))`: ⌈budget · N⌉.",
+    compare=_equal,
+)
+def _poison_count(*, train_size) -> int:
+    return math.ceil(0.05 * int(train_size) - 1e-9)
+
+
+# ----------------------------------------------------------------------------------------------------------------- 07
+@exercise(
+    "07.1",
+    "Over all saved studies, how many victims were evaluated in total?",
+    "each row of a study's log is one victim on one target: `sum(len(s.rows) for s in studies)`.",
+)
+def _victims_total(*, studies) -> int:
+    return int(sum(len(s.rows) for s in studies))
+
+
+@exercise(
+    "07.2",
+    "Among the airplanes with the lowest EPA, which class do the clean runs agree on most (the highest DPS)?",
+    "`view.ranked(0)` sorts airplanes by EPA; among those with the lowest EPA take the one with the highest DPS "
+    "and name its `scores['dominant']` class.",
+    compare=_member,
+)
+def _confidently_wrong(*, scores, labels, classes) -> set[str]:
+    members = np.flatnonzero(np.asarray(labels) == 0)
+    low = members[scores["epa"][members] == scores["epa"][members].min()]
+    top = low[scores["dps"][low] == scores["dps"][low].max()]
+    return {classes[int(scores["dominant"][k])] for k in top}
+
+
+@exercise(
+    "07.3",
+    "In the lab studies, which metric has the strongest (largest |Pearson|) pooled correlation with ASR for FC: "
+    "'epa', 'delta_step' or 'tau'?",
+    "`artifacts.pooled_correlations(lab, metric=m)` for each metric; compare |pearson| on the FC row.",
+    compare=_member,
+)
+def _strongest_metric(*, studies) -> set[str]:
+    from .artifacts import pooled_correlations
+
+    strength = {}
+    for metric in ("epa", "delta_step", "tau"):
+        rows = [r for r in pooled_correlations(studies, metric=metric) if r["attack"].startswith("FC")]
+        if not rows:
+            raise InvalidChoiceError("no FC rows in these studies; pass the shipped lab studies (lab)")
+        strength[metric] = abs(rows[0]["pearson"])
+    best = max(strength.values())
+    return {m for m, v in strength.items() if math.isclose(v, best)}
+
+
+@exercise(
+    "07.4",
+    "Across the lab studies, what share of the no-attack victims predicted the poison class on their target?",
+    "Rows whose `attack` starts with 'none' are no-attack victims; the share of them with `success`.",
+    compare=_close(1e-4),
+)
+def _baseline_rate(*, studies) -> float:
+    rows = [r for s in studies for r in s.rows if r["attack"].startswith("none")]
+    return float(np.mean([bool(r["success"]) for r in rows]))
