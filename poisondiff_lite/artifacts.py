@@ -95,6 +95,26 @@ def headline_rows(studies: list[StudyResults]) -> dict[str, list[dict[str, Any]]
     return out
 
 
+def headline_panels(studies: list[StudyResults]) -> dict[str, list[dict[str, Any]]]:
+    """`by_bucket` rows of every study but budget sweeps, one panel each (title -> rows), so that two studies whose
+    attacks share a label (e.g. FC at two ε) are never merged and none of their rows is dropped."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for s in studies:
+        if s.is_sweep():
+            continue
+        settings = sorted({a.setting for a in s.config.attacks})
+        names = f"{s.classes[s.config.target_class]} -> {s.classes[s.config.poison_class]}, " if s.classes else ""
+        attacks = ", ".join(a.label for a in s.config.attacks)
+        folder = f" [{s.path.name}]" if s.path else ""
+        title = f"{s.config.trajectory.dataset}: {names}{attacks} ({' + '.join(settings)}){folder}"
+        unique, n = title, 1
+        while unique in out:  # same data set and attacks (e.g. two ε): still its own panel
+            n += 1
+            unique = f"{title} #{n}"
+        out[unique] = s.by_bucket()
+    return out
+
+
 def authors_comparison(studies: list[StudyResults]) -> list[dict[str, Any]]:
     """Our mean ASR next to the authors' for every (dataset, attack, group) they report.
 
@@ -232,6 +252,7 @@ __all__ = [
     "authors_comparison",
     "finding_text",
     "find_studies",
+    "headline_panels",
     "headline_rows",
     "pooled_correlations",
     "saved_metric_tables",

@@ -94,7 +94,7 @@ def check(key: str, answer: Any, *, quiet: bool = False, **context: Any) -> bool
     """Check `answer` to exercise `key`; print a verdict (and a hint when wrong). Returns whether it is right."""
     item = _get(key)
     if answer is None:
-        ok, verdict = False, f"exercise {key}: no answer yet. {item.question} Hint: {item.hint}"
+        ok, verdict = False, f"exercise {key}: no answer yet. {item.question}"  # the hint only after a try
     else:
         ok = bool(item.compare(answer, solution(key, **context)))
         verdict = f"exercise {key}: correct!" if ok else f"exercise {key}: not quite ({answer!r}). Hint: {item.hint}"

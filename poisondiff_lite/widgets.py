@@ -20,7 +20,7 @@ from .budget import TauSettings
 from .distance import distance_matrix
 from .errors import InvalidChoiceError
 from .metrics import trajectory_metrics
-from .plotting import symlog_scale, to_hwc
+from .plotting import short_name, symlog_scale, to_hwc
 from .targets import target_rows
 from .trajectory import Trajectory
 
@@ -152,8 +152,8 @@ def target_figure(view: TargetView, index: int | None = None, *, position: int |
     ax.axis("off")
     dominant = view.classes[int(scores["dominant"][pos])]
     ax.set_title(
-        f"test #{int(traj.indices[pos])}: {str(view.classes[label])[:18]}\nEPA {scores['epa'][pos]:.3f} · "
-        f"DPS {scores['dps'][pos]:.3f} ({str(dominant)[:12]})",
+        f"test #{int(traj.indices[pos])}: {short_name(view.classes[label], 30)}\nEPA {scores['epa'][pos]:.3f} · "
+        f"DPS {scores['dps'][pos]:.3f} ({short_name(dominant, 30)})",
         fontsize=9,
     )
 
@@ -187,7 +187,7 @@ def target_figure(view: TargetView, index: int | None = None, *, position: int |
             ax.text(c, 0, "already\npredicted", ha="center", va="bottom", fontsize=6)
         for c in np.flatnonzero(np.isinf(delta)):
             ax.text(c, 0, "never\nflips", ha="center", va="bottom", fontsize=6)
-        poison = str(view.classes[view.poison_class])[:12]
+        poison = short_name(view.classes[view.poison_class], 30)
         ax.set_title(f"δ toward each class (red: {poison}, the study's poison class)", fontsize=9)
         ax.tick_params(labelbottom=False)
         tau = view.tau_per_class(pos)
@@ -205,7 +205,9 @@ def target_figure(view: TargetView, index: int | None = None, *, position: int |
                 f"τ toward {'each class' if known.sum() > 1 else poison} (0: the bound does not bind)", fontsize=9
             )
         tau_ax.set_xticks(xs)
-        tau_ax.set_xticklabels([str(c)[:9] for c in view.classes[: len(delta)]], rotation=45, ha="right", fontsize=7)
+        tau_ax.set_xticklabels(
+            [short_name(c, 30) for c in view.classes[: len(delta)]], rotation=45, ha="right", fontsize=7
+        )
         if len(delta) > 30:
             tau_ax.set_xticks([])
 
@@ -284,7 +286,7 @@ def target_table(view: TargetView, positions: Sequence[int]) -> list[dict[str, A
         rows.append(
             {
                 "index": int(view.traj.indices[pos]),
-                "class": str(view.classes[int(view.traj.labels[pos])])[:14],
+                "class": short_name(view.classes[int(view.traj.labels[pos])], 30),
                 "epa": float(view.scores["epa"][pos]),
                 "dps": float(view.scores["dps"][pos]),
                 "delta_step": float("nan") if delta is None else float(delta[view.poison_class]),

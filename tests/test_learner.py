@@ -134,7 +134,9 @@ def test_check_says_right_wrong_and_gives_a_hint(capsys):
     assert exercises.check("05.1", 0.3) is False
     out = capsys.readouterr().out
     assert "not quite" in out and "asr_interval" in out  # the hint names the tool to use
-    assert exercises.check("05.1", None) is False and "no answer yet" in capsys.readouterr().out
+    assert exercises.check("05.1", None) is False
+    out = capsys.readouterr().out
+    assert "no answer yet" in out and "asr_interval" not in out  # no hint (the way to the answer) before a try
     assert exercises.check("05.1", "sixty percent", quiet=True) is False  # nonsense is wrong, not an error
 
 
@@ -269,8 +271,13 @@ def test_headline_leaves_out_sweeps_and_compares_with_the_authors():
     table = {r["group"]: r for r in artifacts.authors_comparison([gm, sweep]) if r["dataset"] == "cifar10"}
     assert table["lowest"]["our_asr"] == 1.0 and table["highest"]["our_asr"] == 0.5
     assert table["lowest"]["authors_asr"] == 1.0 and math.isnan(table["p40"]["our_asr"])
-    fig = pdl.plotting.headline(rows)
-    assert len(fig.axes) >= 1
+    loose = _fake_study((AttackConfig.quick("fc", num_poisons=25),), {"lowest": [1, 1]})
+    tight = _fake_study((AttackConfig.quick("fc", num_poisons=25, eps=8 / 255),), {"lowest": [0, 0]})
+    panels = artifacts.headline_panels([gm, sweep, loose, tight])
+    assert len(panels) == 3  # one per study, the sweep left out; same-label attacks are not merged
+    assert sorted(r["mean_asr"] for rows in panels.values() for r in rows if r["label"].startswith("FC")) == [0.0, 1.0]
+    fig = pdl.plotting.headline(panels)
+    assert sum(ax.has_data() for ax in fig.axes) == 3
     matplotlib.pyplot.close(fig)
 
 

@@ -3,7 +3,7 @@
 `common`: style, colours, axes, images; `clean`: clean training and the metrics; `validation`: attacks and studies.
 """
 
-from .common import BUCKET_COLORS, set_style, new_axes, to_hwc, symlog_scale, image_grid
+from .common import BUCKET_COLORS, set_style, new_axes, to_hwc, symlog_scale, image_grid, short_name
 from .clean import (
     epa_histogram,
     training_curves,
@@ -22,6 +22,7 @@ __all__ = [
     "to_hwc",
     "symlog_scale",
     "image_grid",
+    "short_name",
     "epa_histogram",
     "training_curves",
     "correctness_map",

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from .common import BUCKET_COLORS, new_axes
+from .common import BUCKET_COLORS, RIGHT_COLOR, WRONG_COLOR, new_axes, short_name
 
 
 def epa_histogram(
@@ -54,13 +56,20 @@ def correctness_map(
     m, n, k = correct.shape
     grid = correct.transpose(2, 0, 1).reshape(k, m * n).astype(float)
     fig, ax = new_axes(ax, figsize=(8, 0.35 * k + 1.2))
-    ax.imshow(grid, aspect="auto", cmap="RdYlGn", vmin=0, vmax=1, interpolation="nearest")
+    colors = ListedColormap([WRONG_COLOR, RIGHT_COLOR])  # orange / blue: distinguishable with any colour vision
+    ax.imshow(grid, aspect="auto", cmap=colors, vmin=0, vmax=1, interpolation="nearest")
     for run in range(1, m):
         ax.axvline(run * n - 0.5, color="k", lw=1)
     ax.set_yticks(range(k))
     ax.set_yticklabels(row_labels if row_labels is not None else [str(i) for i in range(k)], fontsize=7)
     ax.set_xlabel(f"checkpoint (epoch ends of {m} runs x {n} epochs)")
-    ax.set_title("green: classified correctly; EPA = share of green")
+    ax.legend(
+        handles=[Patch(color=RIGHT_COLOR, label="correct"), Patch(color=WRONG_COLOR, label="wrong")],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+        fontsize=8,
+    )
+    ax.set_title("each row: one image at every checkpoint; EPA = share of blue (correct)")
     ax.grid(False)
     return fig
 
@@ -73,7 +82,7 @@ def per_class_bar(
     fig, ax = new_axes(ax, figsize=(max(6, 0.5 * len(classes)), 4))
     ax.bar(range(len(order)), np.asarray(values)[order], color="#4c72b0")
     ax.set_xticks(range(len(order)))
-    ax.set_xticklabels([str(classes[i])[:14] for i in order], rotation=45, ha="right")
+    ax.set_xticklabels([short_name(classes[i], 24) for i in order], rotation=45, ha="right")
     ax.set_ylabel(label)
     ax.set_ylim(0, 1)
     return fig
@@ -141,7 +150,7 @@ def delta_heatmap(
         label="0 (already predicted)" if len(zero_r) else None,
     )
     ax.set_xticks(range(len(classes)))
-    ax.set_xticklabels([str(c)[:10] for c in classes], rotation=45, ha="right")
+    ax.set_xticklabels([short_name(c, 24) for c in classes], rotation=45, ha="right")
     if row_labels is not None:
         ax.set_yticks(range(len(values)))
         ax.set_yticklabels(row_labels, fontsize=6)

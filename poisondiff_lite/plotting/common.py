@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -17,6 +18,7 @@ BUCKET_COLORS = {
     "p80": "#17becf",
     "highest": "#1f77b4",
 }
+RIGHT_COLOR, WRONG_COLOR = "#0072b2", "#e69f00"  # correct / wrong: the Okabe-Ito blue and orange
 
 
 def set_style() -> None:
@@ -57,6 +59,12 @@ def symlog_scale(ax: plt.Axes, values: Sequence[float] | np.ndarray, *, axis: st
     (ax.set_xscale if axis == "x" else ax.set_yscale)("symlog", linthresh=linthresh)
 
 
+def short_name(name: str, width: int = 14) -> str:
+    """A class name for a small title: the part before the first comma (TinyImageNet lists synonyms), wrapped at
+    `width` characters instead of cut off."""
+    return textwrap.fill(str(name).split(",")[0].strip(), width=width, break_long_words=False)
+
+
 def image_grid(
     images: torch.Tensor | np.ndarray,
     titles: Sequence[str] | None = None,
@@ -65,12 +73,28 @@ def image_grid(
     scale: float = 1.3,
     suptitle: str | None = None,
 ) -> Figure:
-    """Show ``(K, 3, H, W)`` images (uint8, or float in [0, 1]) in a grid with optional titles."""
+    """Show ``(K, 3, H, W)`` images (uint8, or float in [0, 1]) in a grid with optional titles.
+
+    Long title lines are wrapped to the image width and every row gets the height its titles need, so titles never
+    overlap the images above them.
+    """
     k = len(images)
     ncols = max(1, min(ncols, k))
     nrows = max(1, int(np.ceil(k / ncols)))
+    width = max(8, int(scale * 9))  # characters per title line at fontsize 7
+    if titles is not None:
+        titles = [
+            "\n".join(textwrap.fill(line, width=width, break_long_words=False) for line in str(t).split("\n"))
+            for t in titles
+        ]
+    lines = max((t.count("\n") + 1 for t in titles), default=0) if titles is not None else 0
+    row_height = scale + 0.14 * lines
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(scale * ncols, scale * nrows + (0.4 if suptitle else 0)), squeeze=False
+        nrows,
+        ncols,
+        figsize=(scale * ncols, row_height * nrows + (0.45 if suptitle else 0)),
+        squeeze=False,
+        layout="constrained",
     )
     for i, ax in enumerate(axes.flat):
         ax.axis("off")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -190,14 +191,19 @@ def metric_vs_asr(
     return fig
 
 
-def headline(rows_by_dataset: dict[str, Sequence[dict]]) -> Figure:
-    """The headline figure: ASR by EPA bucket, per attack (bars) and dataset (panels)."""
-    datasets = list(rows_by_dataset) or ["(no study saved yet)"]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(7.5 * len(datasets), 4.2), squeeze=False)
-    for ax, name in zip(axes[0], datasets):
-        rows = rows_by_dataset.get(name, [])
+def headline(panels: dict[str, Sequence[dict]], *, ncols: int = 2) -> Figure:
+    """The headline figure: ASR by EPA bucket, per attack (bars), one panel per entry of `panels` (title -> the
+    `by_bucket` rows; `artifacts.headline_panels` gives one per study), `ncols` panels per row."""
+    titles = list(panels) or ["(no study saved yet)"]
+    ncols = max(1, min(ncols, len(titles)))
+    nrows = -(-len(titles) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7.5 * ncols, 4.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(titles) :]:
+        ax.axis("off")
+    for ax, title in zip(axes.flat, titles):
+        rows = panels.get(title, [])
         if rows:
-            asr_by_bucket(rows, ax=ax, title=f"{name}: attack success by target group")
+            asr_by_bucket(rows, ax=ax, title=textwrap.fill(title, 70))
         else:
             ax.text(0.5, 0.5, "no study saved yet: run notebooks 05 and 06", ha="center", va="center")
             ax.axis("off")
