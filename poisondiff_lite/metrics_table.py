@@ -165,10 +165,10 @@ def _fill_table(
         if not new:
             continue
         for row in new:
-            rows.append(
+            rows.append(  # as strings, like the rows read back from the file: one type whatever their origin
                 {
                     "dataset": dataset,
-                    **{c: format_number(row[c]) if isinstance(row[c], float) else row[c] for c in COLUMNS[1:-2]},
+                    **{c: format_number(row[c]) if isinstance(row[c], float) else str(row[c]) for c in COLUMNS[1:-2]},
                     "tau_inner": format_number(row["tau_inner"]),
                     "settings": settings,
                 }

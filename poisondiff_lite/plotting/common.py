@@ -81,7 +81,7 @@ def image_grid(
     k = len(images)
     ncols = max(1, min(ncols, k))
     nrows = max(1, int(np.ceil(k / ncols)))
-    width = max(8, int(scale * 9))  # characters per title line at fontsize 7
+    width = max(10, int(scale * 16))  # characters per title line at fontsize 7
     if titles is not None:
         titles = [
             "\n".join(textwrap.fill(line, width=width, break_long_words=False) for line in str(t).split("\n"))
