@@ -272,6 +272,20 @@ def collision_objective(
     return objective
 
 
+def check_attack_inputs(target_image: torch.Tensor, images: torch.Tensor, labels, *, what: str) -> None:
+    """One ``(3, H, W)`` target and ``(P, 3, H, W)`` images of its size with P labels (`what`: "base", "poison"),
+    checked before an attack crafts or measures anything."""
+    check_images(target_image, "the target image", batch=False)
+    check_images(images, f"the {what} images")
+    if target_image.ndim != 3 or images.ndim != 4 or target_image.shape != images.shape[1:]:
+        raise InvalidChoiceError(
+            f"target must be (3, H, W) and {what} images (P, 3, H, W) of the same size; got "
+            f"{tuple(target_image.shape)} and {tuple(images.shape)}"
+        )
+    if len(labels) != len(images):
+        raise InvalidChoiceError(f"{len(images)} {what} images but {len(labels)} labels")
+
+
 def craft_from_class(
     attack: AttackConfig,
     surrogate: nn.Module,
@@ -330,15 +344,7 @@ def craft(
     `Poisons` with uint8 images, indices and the perturbation, ``|perturbation| <= eps`` and pixels in [0, 1].
     """
     device = get_device(device)
-    check_images(target_image, "the target image", batch=False)
-    check_images(base_images, "the base images")
-    if target_image.ndim != 3 or base_images.ndim != 4 or target_image.shape != base_images.shape[1:]:
-        raise InvalidChoiceError(
-            f"target must be (3, H, W) and bases (P, 3, H, W) of the same size; got "
-            f"{tuple(target_image.shape)} and {tuple(base_images.shape)}"
-        )
-    if len(base_labels) != len(base_images):
-        raise InvalidChoiceError(f"{len(base_images)} base images but {len(base_labels)} labels")
+    check_attack_inputs(target_image, base_images, base_labels, what="base")
     model = model.to(device)
     with eval_mode(model):
         num_classes = int(model(to_unit(target_image[None], device)).shape[1])

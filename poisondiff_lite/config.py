@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .data import dataset_names
-from .errors import InvalidChoiceError, check_choice, check_classes, check_number, check_positive
+from .errors import InvalidChoiceError, check_choice, check_classes, check_indices, check_number, check_positive
 from .loaders import IMAGENET_MEAN, IMAGENET_STD
 from .models import model_names
 
@@ -215,13 +215,8 @@ class TrajectoryConfig(ConfigDict):
             object.__setattr__(self, "train", TrainConfig.from_dict(self.train))
         if self.classes is not None:  # the range is checked against the data set when it is loaded
             object.__setattr__(self, "classes", check_classes("classes", self.classes))
-        if self.eval_indices is not None:
-            indices = tuple(self.eval_indices)
-            for v in indices:
-                check_number("each of eval_indices", v, integer=True)
-            if len(set(indices)) != len(indices) or any(int(v) < 0 for v in indices):
-                raise InvalidChoiceError("eval_indices must be distinct, non-negative positions in the split")
-            object.__setattr__(self, "eval_indices", tuple(int(v) for v in indices))
+        if self.eval_indices is not None:  # the upper end is checked against the split when it is loaded
+            object.__setattr__(self, "eval_indices", check_indices("eval_indices", self.eval_indices, noun="position"))
 
     @classmethod
     def quick(cls, dataset: str = "cifar10", **overrides: Any) -> TrajectoryConfig:

@@ -68,17 +68,23 @@ def check_classes(what: str, classes: Sequence[object], num_classes: int | None 
 
     ``(-1, 0)`` would silently mean the last class and ``(0, 0, 1)`` a class twice; both are errors here.
     """
-    values = tuple(classes)
+    return check_indices(what, classes, num_classes, noun="class")
+
+
+def check_indices(what: str, values: Sequence[object], size: int | None = None, *, noun: str) -> tuple[int, ...]:
+    """A non-empty list of distinct integer indices (``noun``: what each one names) in ``[0, size)`` when `size` is
+    known, as a tuple of ints: a negative index would silently count from the end, a repeated one count twice."""
+    values = tuple(values)
     if not values:
-        raise InvalidChoiceError(f"{what} must name at least one class, got an empty list")
+        raise InvalidChoiceError(f"{what} must name at least one {noun}, got an empty list")
     for v in values:
         check_number(f"each of {what}", v, integer=True)
     ints = tuple(int(v) for v in values)  # type: ignore[call-overload]
-    upper = f", {num_classes})" if num_classes is not None else ", ...)"
-    bad = [v for v in ints if v < 0 or (num_classes is not None and v >= num_classes)]
+    upper = f", {size})" if size is not None else ", ...)"
+    bad = [v for v in ints if v < 0 or (size is not None and v >= size)]
     if bad:
         raise InvalidChoiceError(f"{what} must lie in [0{upper}, got {bad}")
     dupes = sorted({v for v in ints if ints.count(v) > 1})
     if dupes:
-        raise InvalidChoiceError(f"{what} lists class(es) {dupes} more than once; give each class once")
+        raise InvalidChoiceError(f"{what} lists {noun}(s) {dupes} more than once; give each {noun} once")
     return ints

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .attacks import SETTINGS, AttackConfig, Poisons, attack_objective
+from .attacks import SETTINGS, AttackConfig, Poisons, attack_objective, check_attack_inputs
 from .data import DataBundle, check_images, to_unit
 from .errors import InvalidChoiceError, check_choice
 from .experiment import clean_experiment
@@ -345,10 +345,7 @@ def _measure(
 ) -> float:
     """One evaluation of an attack's loss at given poisons (no augmentation, no optimisation)."""
     device = get_device(device)
-    check_images(target_image, "the target image", batch=False)
-    check_images(poison_images, "the poison images")
-    if len(poison_labels) != len(poison_images):
-        raise InvalidChoiceError(f"{len(poison_images)} poison images but {len(poison_labels)} labels")
+    check_attack_inputs(target_image, poison_images, poison_labels, what="poison")
     model = model.to(device)
     with eval_mode(model):
         target = to_unit(target_image, device)

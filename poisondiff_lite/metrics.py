@@ -85,7 +85,11 @@ def epa(preds: np.ndarray, labels: np.ndarray, *, burn_in: int = 0) -> np.ndarra
     -------
     ``(E,)`` float64 in [0, 1], quantised in steps of ``1 / (M (N - burn_in))``.
     """
-    flat = _check_predictions(_checkpoints(preds, burn_in))
+    return _share_correct(_check_predictions(_checkpoints(preds, burn_in)), labels)
+
+
+def _share_correct(flat: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """EPA of checked ``(checkpoints, E)`` predictions."""
     labels = np.asarray(labels)
     if labels.shape != (flat.shape[1],):
         raise InvalidChoiceError(f"labels must have shape ({flat.shape[1]},), got {labels.shape}")
@@ -99,7 +103,11 @@ def soft_epa(true_prob: np.ndarray, *, burn_in: int = 0) -> np.ndarray:
 
 def prediction_counts(preds: np.ndarray, num_classes: int, *, burn_in: int = 0) -> np.ndarray:
     """``(E, C)`` how many checkpoints predicted each class for each example (one `bincount`, no Python loop)."""
-    flat = _check_predictions(_checkpoints(preds, burn_in), num_classes)
+    return _vote_counts(_check_predictions(_checkpoints(preds, burn_in), num_classes), num_classes)
+
+
+def _vote_counts(flat: np.ndarray, num_classes: int) -> np.ndarray:
+    """`prediction_counts` of checked ``(checkpoints, E)`` predictions."""
     e = flat.shape[1]
     offsets = flat + num_classes * np.arange(e)[None, :]
     return np.bincount(offsets.ravel(), minlength=e * num_classes).reshape(e, num_classes)
@@ -113,9 +121,11 @@ def dps(preds: np.ndarray, num_classes: int, *, burn_in: int = 0) -> tuple[np.nd
     ``(score, dominant_class)``, both ``(E,)``; ties go to the lowest class index. Where the dominant class is the
     true label, DPS equals EPA.
     """
-    counts = prediction_counts(preds, num_classes, burn_in=burn_in)
-    dominant = counts.argmax(axis=1)
-    return counts.max(axis=1) / counts.sum(axis=1), dominant
+    return _dominant(prediction_counts(preds, num_classes, burn_in=burn_in))
+
+
+def _dominant(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return counts.max(axis=1) / counts.sum(axis=1), counts.argmax(axis=1)
 
 
 def epa_buckets(
@@ -192,9 +202,10 @@ def trajectory_metrics(traj) -> dict[str, np.ndarray]:
     done = traj.finished()
     if done.completed == 0:
         raise InvalidChoiceError("the trajectory has no finished run yet; record at least one run")
-    score, dominant = dps(done.preds, done.num_classes)
+    flat = _check_predictions(_checkpoints(done.preds), done.num_classes)  # checked once for EPA and DPS
+    score, dominant = _dominant(_vote_counts(flat, done.num_classes))
     return {
-        "epa": epa(done.preds, done.labels),
+        "epa": _share_correct(flat, done.labels),
         "soft_epa": soft_epa(done.true_prob),
         "dps": score,
         "dominant": dominant,

@@ -1,9 +1,13 @@
-"""Command-line contracts: a zero or negative count is an error, never "the preset's default"."""
+"""Command-line contracts: one-line errors, a zero count is an error (never "the preset's default"), presets and
+speed options reach the run exactly, the tutorial runs headlessly and names each notebook."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+import poisondiff_lite as pdl
 from poisondiff_lite.cli import main
 
 
@@ -21,3 +25,98 @@ def test_zero_is_not_the_default(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["study", "--attacks", "witches"], "unknown attack 'witches'; valid choices: 'gm', 'bp', 'fc'"),
+        (["study", "--budget", "-0.01"], "budget must be > 0"),
+        (["study", "--eps", "-8"], "must be > 0"),
+        (["study", "--dataset", "mnist"], "unknown dataset 'mnist'; valid choices: 'cifar10', 'tinyimagenet'"),
+        (["study", "--poison-class", "aeroplane"], "unknown class name 'aeroplane'; valid choices: 'airplane'"),
+        (["study", "--victims", "0"], "victims must be > 0"),
+        (["study", "--stack", "0"], "stack must be > 0"),
+        (["study", "--lab", "--full"], "choose one of --full and --lab"),
+        (["study", "--lab", "--dataset", "tinyimagenet", "--victims", "0"], "victims must be > 0"),
+    ],
+)
+def test_cli_study_bad_input_is_one_line(argv, message, capsys, tmp_path):
+    code = main(argv + ["--out", str(tmp_path / "s.csv"), "--results-dir", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "studies").exists(), "nothing may be trained before the input is checked"
+
+
+def test_cli_speed_options_reach_the_recipe_but_not_the_experiment(monkeypatch, tmp_path):
+    import poisondiff_lite.record as record
+
+    seen = []
+
+    def stop_after_seeing(config, **kwargs):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(record, "record_trajectories", stop_after_seeing)
+    assert main(["epa", "--stack", "3", "--compile", "--out", str(tmp_path / "e.csv"), "--no-progress"]) == 130
+    assert seen[0].train.stack == 3 and seen[0].train.compile is True
+    assert seen[0].key() == pdl.TrajectoryConfig.quick().key()  # same experiment, same file as without them
+    assert main(["epa", "--compile", "reduce-overhead", "--out", str(tmp_path / "e.csv"), "--no-progress"]) == 130
+    assert seen[1].train.compile == "reduce-overhead" and seen[1].key() == seen[0].key()
+
+
+@pytest.mark.parametrize(
+    "argv, preset",
+    [
+        (["study", "--lab"], lambda: pdl.StudyConfig.lab("cifar10", "scratch")),
+        (["study", "--lab", "--transfer"], lambda: pdl.StudyConfig.lab("cifar10", "transfer")),
+    ],
+)
+def test_cli_lab_runs_exactly_the_preset(argv, preset, monkeypatch, tmp_path):
+    """`poisondiff study --lab` is the command in the shipped studies' provenance: it must make the preset's study."""
+    import poisondiff_lite.study as study_module
+
+    seen = []
+
+    def stop_after_seeing(config, **kwargs):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study_module, "run_study", stop_after_seeing)
+    assert main(argv + ["--out", str(tmp_path / "s.csv"), "--no-progress"]) == 130
+    assert seen[0].key() == preset().key()
+    assert main(argv + ["--attacks", "gm", "--out", str(tmp_path / "s.csv"), "--no-progress"]) == 130
+    assert [a.name for a in seen[1].attacks] == ["gm"] and seen[1].attacks[0] in preset().attacks
+
+
+def test_cli_unknown_compile_mode_lists_the_modes(tmp_path, capsys):
+    assert main(["epa", "--compile", "fastest", "--out", str(tmp_path / "e.csv"), "--no-progress"]) == 2
+    assert "reduce-overhead" in capsys.readouterr().err
+
+
+def test_tutorial_runs_notebooks_headlessly(monkeypatch, tmp_path):
+    import papermill
+
+    calls = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, **kw: calls.append((Path(src).name, kw)))
+    assert main(["tutorial", "--only", "05", "07", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert [name for name, _ in calls] == ["05_attack_validation_cifar10.ipynb", "07_summary.ipynb"]
+    assert all(kw["parameters"] == {"QUICK": True, "INTERACTIVE": False} for _, kw in calls)
+
+
+def test_tutorial_console_shows_the_notebooks_not_kernel_warnings(tmp_path, capfd):
+    import nbformat
+
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
+    )
+    nb.cells = [
+        nbformat.v4.new_code_cell("QUICK = None\nINTERACTIVE = True", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print('hello')"),
+    ]
+    nbformat.write(nb, folder / "00_tiny.ipynb")
+    assert main(["tutorial", "--notebooks", str(folder), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    out, err = capfd.readouterr()
+    assert "[1/1] 00_tiny.ipynb" in out and "without encryption" not in err + out

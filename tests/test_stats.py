@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from poisondiff_lite import InvalidChoiceError
-from poisondiff_lite.stats import auroc, auroc_interval, correlation_pvalue, pearson, spearman
+from poisondiff_lite.stats import auroc, auroc_interval, correlation_pvalue, group_summary, pearson, spearman
+from poisondiff_lite.victims import asr_interval
 
 
 def enumerated_pvalue(x, y, statistic) -> float:
@@ -62,3 +63,34 @@ def test_auroc_interval_edge_cases():
     wide = auroc_interval(np.arange(8.0), [1, 0, 1, 0, 1, 0, 1, 0])
     narrow = auroc_interval(np.arange(80.0), [1, 0] * 40)
     assert wide[1] - wide[0] > narrow[1] - narrow[0]  # more targets, a tighter interval
+
+
+def test_wilson_interval_matches_the_formula():
+    z = 1.959963984540054
+    for k, n in [(8, 8), (3, 8), (0, 5)]:
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        low, high = asr_interval(k, n)
+        assert low == pytest.approx(centre - half, abs=1e-9) and high == pytest.approx(centre + half, abs=1e-9)
+    assert asr_interval(8, 8)[0] == pytest.approx(0.6756, abs=1e-4)
+    assert all(math.isnan(v) for v in asr_interval(0, 0))
+
+
+def test_auroc_counts_ordered_pairs():
+    assert auroc([0.1, 0.2, 0.3, 0.4], [1, 1, 0, 0]) == 1.0  # low metric = success, perfectly
+    assert auroc([0.1, 0.2, 0.3, 0.4], [0, 0, 1, 1]) == 0.0
+    assert auroc([0.1, 0.2, 0.3, 0.4], [1, 0, 1, 0]) == 0.75  # 3 of the 4 (success, failure) pairs ordered
+    assert auroc([0.5, 0.5], [1, 0]) == 0.5  # a tie counts one half
+    assert auroc([0.2, math.inf, 0.1], [1, 0, 1]) == 1.0  # δ = inf (never flips) ranks as the hardest
+    assert math.isnan(auroc([0.1, 0.2], [1, 1]))
+
+
+def test_correlations_agree_with_numpy():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    assert pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
+    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    assert spearman(x, y) == pytest.approx(np.corrcoef(ranks(x), ranks(y))[0, 1])
+    assert math.isnan(pearson([1, 2, 3], [1, 1, 1]))
+    assert group_summary([1.0, 0.5, 0.0, 0.5]) == {"n": 4, "mean": 0.5, "std": pytest.approx(math.sqrt(0.125))}

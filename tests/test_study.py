@@ -1,56 +1,23 @@
-"""Study driver and statistics: hand-computed summaries, a log that survives crashes, a study that resumes."""
+"""Study driver: hand-computed summaries, a study that resumes, targets that follow the buckets and the metrics."""
 
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
 
 import poisondiff_lite.study as study
-from poisondiff_lite import InvalidChoiceError, ResultsFileError, TrainConfig, TrajectoryConfig
+from poisondiff_lite import InvalidChoiceError, TrainConfig, TrajectoryConfig
 from poisondiff_lite.attacks import AttackConfig
 from poisondiff_lite.budget import budget_lower_bound
 from poisondiff_lite.distance import poisoning_distance
 from poisondiff_lite.record import default_path, load_run_model
-from poisondiff_lite.stats import auroc, group_summary, pearson, spearman
-from poisondiff_lite.victims import HeadConfig, ResultsLog, asr_interval
+from poisondiff_lite.victims import HeadConfig, asr_interval
 
 
 # -----------------------------------------------------------------------------------------------------------------
-#  statistics against hand computation
+#  a study's summaries against hand computation (the statistics themselves: test_stats.py)
 # -----------------------------------------------------------------------------------------------------------------
-def test_wilson_interval_matches_the_formula():
-    z = 1.959963984540054
-    for k, n in [(8, 8), (3, 8), (0, 5)]:
-        p = k / n
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        low, high = asr_interval(k, n)
-        assert low == pytest.approx(centre - half, abs=1e-9) and high == pytest.approx(centre + half, abs=1e-9)
-    assert asr_interval(8, 8)[0] == pytest.approx(0.6756, abs=1e-4)
-    assert all(math.isnan(v) for v in asr_interval(0, 0))
-
-
-def test_auroc_counts_ordered_pairs():
-    assert auroc([0.1, 0.2, 0.3, 0.4], [1, 1, 0, 0]) == 1.0  # low metric = success, perfectly
-    assert auroc([0.1, 0.2, 0.3, 0.4], [0, 0, 1, 1]) == 0.0
-    assert auroc([0.1, 0.2, 0.3, 0.4], [1, 0, 1, 0]) == 0.75  # 3 of the 4 (success, failure) pairs ordered
-    assert auroc([0.5, 0.5], [1, 0]) == 0.5  # a tie counts one half
-    assert auroc([0.2, math.inf, 0.1], [1, 0, 1]) == 1.0  # δ = inf (never flips) ranks as the hardest
-    assert math.isnan(auroc([0.1, 0.2], [1, 1]))
-
-
-def test_correlations_agree_with_numpy():
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=30), rng.normal(size=30)
-    assert pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
-    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731
-    assert spearman(x, y) == pytest.approx(np.corrcoef(ranks(x), ranks(y))[0, 1])
-    assert math.isnan(pearson([1, 2, 3], [1, 1, 1]))
-    assert group_summary([1.0, 0.5, 0.0, 0.5]) == {"n": 4, "mean": 0.5, "std": pytest.approx(math.sqrt(0.125))}
-
-
 def test_bucket_table_is_mean_and_population_std():
     config = study.StudyConfig(trajectory=TrajectoryConfig.quick(), attacks=(AttackConfig.quick("gm"),), victims=4)
     ident = study.attack_id(config.attacks[0])
@@ -83,59 +50,6 @@ def test_bucket_table_is_mean_and_population_std():
     assert corr["epa"]["auroc"] == 1.0  # the two successful targets (ASR >= 0.5) have the lowest EPA
     assert corr["epa"]["pearson"] == pytest.approx(np.corrcoef([0.0, 0.1, 1.0], [1.0, 0.5, 0.25])[0, 1])
     assert results.complete()
-
-
-# -----------------------------------------------------------------------------------------------------------------
-#  the results log
-# -----------------------------------------------------------------------------------------------------------------
-def test_log_drops_a_torn_line_and_refuses_another_study(tmp_path):
-    path = tmp_path / "results.jsonl"
-    log = ResultsLog(path, {"study": "abc"})
-    log.append({"key": "0-1-5", "attack": "gm", "victim": 0, "success": True})
-    with open(path, "ab") as handle:  # a crash in the middle of the next append
-        handle.write(b'{"key": "0-1-5", "attack": "gm", "vic')
-    again = ResultsLog(path, {"study": "abc"})
-    assert again.done() == {("0-1-5", "gm", 0)}
-    again.append({"key": "0-1-5", "attack": "gm", "victim": 1, "success": False})
-    lines = path.read_text().splitlines()
-    assert len(lines) == 3 and all(json.loads(line) for line in lines)
-    with pytest.raises(ResultsFileError, match="belongs to another study"):
-        ResultsLog(path, {"study": "xyz"})
-
-
-def test_a_damaged_middle_line_is_skipped_and_reported_never_deleted(tmp_path):
-    path = tmp_path / "results.jsonl"
-    log = ResultsLog(path, {"study": "abc"})
-    for victim in range(4):
-        log.append({"key": "0-1-5", "attack": "gm", "victim": victim, "success": victim % 2 == 0})
-    lines = path.read_bytes().split(b"\n")
-    lines[2] = lines[2][:20] + b"\xff garbage"  # line 3 (victim 1) damaged on disk, the lines after it intact
-    path.write_bytes(b"\n".join(lines))
-    before = path.read_bytes()
-    with pytest.warns(UserWarning, match=r"skipped 1 damaged line\(s\) \(3\)"):
-        reader = ResultsLog.read(path)
-    assert [r["victim"] for r in reader.rows] == [0, 2, 3] and reader.damaged == [3]
-    assert path.read_bytes() == before, "a reader must never change the file"
-    with pytest.warns(UserWarning, match="damaged"):
-        writer = ResultsLog(path, {"study": "abc"})
-    assert writer.done() == {("0-1-5", "gm", v) for v in (0, 2, 3)}  # victim 1 is rerun, the others are kept
-    writer.append({"key": "0-1-5", "attack": "gm", "victim": 1, "success": False})
-    with pytest.warns(UserWarning):
-        assert sorted(r["victim"] for r in ResultsLog.read(path).rows) == [0, 1, 2, 3]
-
-
-def test_only_the_writer_cuts_a_torn_tail(tmp_path):
-    path = tmp_path / "results.jsonl"
-    ResultsLog(path, {"study": "abc"}).append({"key": "k", "attack": "gm", "victim": 0, "success": True})
-    with open(path, "ab") as handle:
-        handle.write(b'{"key": "k", "attack": "gm", "vic')
-    before = path.read_bytes()
-    reader = ResultsLog.read(path)
-    assert len(reader.rows) == 1 and path.read_bytes() == before
-    with pytest.raises(ResultsFileError, match="read-only"):
-        reader.append({"key": "k", "attack": "gm", "victim": 1, "success": True})
-    ResultsLog(path, {"study": "abc"})
-    assert path.read_bytes() == before[: before.rindex(b"\n") + 1]
 
 
 # -----------------------------------------------------------------------------------------------------------------
