@@ -3,6 +3,7 @@ and our results side by side with the authors' (`reference`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -168,22 +169,30 @@ def authors_comparison(studies: list[StudyResults]) -> list[dict[str, Any]]:
 
 
 def pooled_correlations(studies: list[StudyResults], metric: str = "epa") -> list[dict[str, Any]]:
-    """Pearson(metric, ASR) per (dataset, attack label) over all targets of all studies, with its permutation p-value
-    and the authors' value."""
+    """Pearson(metric, ASR) per (dataset, attack) over all targets of all studies that ran that same attack, with its
+    permutation p-value and the authors' value. Attacks that share a label but differ in a setting (e.g. FC at two ε)
+    are pooled apart, their labels extended by what differs."""
     pooled: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    labels: dict[tuple[str, str], str] = {}
+    configs: dict[str, Any] = {}
     for s in studies:
+        configs.update({attack_id(a): a for a in s.config.attacks})
         for r in s.per_target():
             if r["label"].startswith("no attack"):
                 continue
-            pooled.setdefault((s.config.trajectory.dataset, r["label"]), []).append((r[metric], r["asr"]))
+            key = (s.config.trajectory.dataset, r["attack"])
+            pooled.setdefault(key, []).append((r[metric], r["asr"]))
+            labels[key] = r["label"]
+    shown = distinct_labels(labels, configs)
     rows = []
-    for (dataset, label), pairs in sorted(pooled.items()):
+    for key, pairs in sorted(pooled.items(), key=lambda item: (item[0][0], shown[item[0]])):
+        dataset, label = key[0], labels[key]
         x, y = np.array(pairs).T
         authors = reference.CIFAR10_CORRELATIONS.get(label, {}).get(metric) if dataset == "cifar10" else None
         rows.append(
             {
                 "dataset": dataset,
-                "attack": label,
+                "attack": shown[key],
                 "targets": len(pairs),
                 "pearson": pearson(x, y),
                 "pearson_p": correlation_pvalue(x, y, method="pearson"),
@@ -191,6 +200,22 @@ def pooled_correlations(studies: list[StudyResults], metric: str = "epa") -> lis
             }
         )
     return rows
+
+
+def distinct_labels(labels: dict[tuple[str, str], str], configs: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """Labels of (dataset, attack id) keys, each extended by the settings in which it differs from the attacks that
+    share its label in the same data set (``FC (transfer) [eps 8/255]``): no two different attacks read alike."""
+    out = dict(labels)
+    for key, label in labels.items():
+        twins = [k for k, v in labels.items() if v == label and k[0] == key[0] and k != key]
+        if not twins or key[1] not in configs:
+            continue
+        mine = dataclasses.asdict(configs[key[1]])
+        others = [dataclasses.asdict(configs[k[1]]) for k in twins if k[1] in configs]
+        differ = [f for f in mine if any(o.get(f) != mine[f] for o in others)]
+        shown = [f"eps {mine[f] * 255:.0f}/255" if f == "eps" else f"{f} {mine[f]}" for f in differ]
+        out[key] = f"{label} [{', '.join(shown)}]" if shown else f"{label} [{key[1]}]"
+    return out
 
 
 def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) -> str:

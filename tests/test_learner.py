@@ -270,7 +270,7 @@ def test_headline_leaves_out_sweeps_and_compares_with_the_authors():
     table = {r["group"]: r for r in artifacts.authors_comparison([gm, sweep]) if r["dataset"] == "cifar10"}
     assert table["lowest"]["our_asr"] == 1.0 and table["highest"]["our_asr"] == 0.5
     assert table["lowest"]["authors_asr"] == 1.0 and math.isnan(table["p40"]["our_asr"])
-    loose = _fake_study((AttackConfig.quick("fc", num_poisons=25),), {"lowest": [1, 1]})
+    loose = _fake_study((AttackConfig.quick("fc", num_poisons=25, eps=16 / 255),), {"lowest": [1, 1]})
     tight = _fake_study((AttackConfig.quick("fc", num_poisons=25, eps=8 / 255),), {"lowest": [0, 0]})
     panels = artifacts.headline_panels([gm, sweep, loose, tight])
     assert len(panels) == 3  # one per study, the sweep left out; same-label attacks are not merged
@@ -283,6 +283,18 @@ def test_headline_leaves_out_sweeps_and_compares_with_the_authors():
 # -----------------------------------------------------------------------------------------------------------------
 #  plots and exact answers
 # -----------------------------------------------------------------------------------------------------------------
+def test_pooled_correlations_keep_attacks_that_share_a_label_apart():
+    loose = _fake_study(
+        (AttackConfig.quick("fc", num_poisons=25, eps=16 / 255),), {"lowest": [1, 1], "highest": [0, 0]}
+    )
+    tight = _fake_study((AttackConfig.quick("fc", num_poisons=25, eps=8 / 255),), {"lowest": [0, 0], "p80": [0, 1]})
+    again = _fake_study((AttackConfig.quick("fc", num_poisons=25, eps=16 / 255),), {"p40": [1, 0]})  # same attack
+    rows = {r["attack"]: r for r in artifacts.pooled_correlations([loose, tight, again])}
+    assert set(rows) == {"FC (transfer) [eps 16/255]", "FC (transfer) [eps 8/255]"}
+    assert rows["FC (transfer) [eps 16/255]"]["targets"] == 3 and rows["FC (transfer) [eps 8/255]"]["targets"] == 2
+    assert [r["attack"] for r in artifacts.pooled_correlations([loose])] == ["FC (transfer)"]  # no twin: plain label
+
+
 def test_bucket_axis_runs_from_easiest_to_hardest():
     rows = [
         {"label": "GM", "bucket": b, "mean_asr": 0.5, "pooled_low": 0.2, "pooled_high": 0.8}
