@@ -104,8 +104,9 @@ def headline_panels(studies: list[StudyResults]) -> dict[str, list[dict[str, Any
         if s.is_sweep():
             continue
         settings = sorted({a.setting for a in s.config.attacks})
-        names = f"{s.classes[s.config.target_class]} -> {s.classes[s.config.poison_class]}, " if s.classes else ""
-        attacks = ", ".join(a.label for a in s.config.attacks)
+        short = [c.split(",")[0] for c in s.classes]
+        names = f"{short[s.config.target_class]} -> {short[s.config.poison_class]}, " if s.classes else ""
+        attacks = ", ".join(f"{a.label} ε {a.eps * 255:.0f}/255" for a in s.config.attacks)
         folder = f" [{s.path.name}]" if s.path else ""
         title = f"{s.config.trajectory.dataset}: {names}{attacks} ({' + '.join(settings)}){folder}"
         unique, n = title, 1
