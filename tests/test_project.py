@@ -237,3 +237,20 @@ def test_training_notebooks_take_another_dataset_or_a_registered_model(
     nb = nbformat.read(out, as_version=4)
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert printed in text
+
+
+def test_notebook_script_puts_overrides_right_after_the_parameters():
+    import ast
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("notebook_script", ROOT / "scripts" / "notebook_script.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = ROOT / "notebooks" / "05_attack_validation_cifar10.ipynb"
+    script = module.notebook_script(path, ["QUICK = True", 'DEVICE = "cuda"'])
+    tree = ast.parse(script)  # a plain script: no magics, no cell markers
+    assigned = [n.targets[0].id for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)]
+    annotated = [n.target.id for n in tree.body if isinstance(n, ast.AnnAssign)]
+    assert "DEVICE" in annotated and assigned[: assigned.index("DEVICE") + 1][-2:] == ["QUICK", "DEVICE"]
+    first_use = script.index("pdl.get_device(DEVICE)")
+    assert script.index('DEVICE = "cuda"') < first_use  # the override wins before anything reads the parameter
