@@ -34,7 +34,7 @@ class Exercise:
 EXERCISES: dict[str, Exercise] = {}
 
 
-def _close(tolerance: float) -> Callable[[Any, Any], bool]:
+def within(tolerance: float) -> Callable[[Any, Any], bool]:
     def compare(answer: Any, expected: Any) -> bool:
         try:
             answer, expected = float(answer), float(expected)
@@ -47,12 +47,12 @@ def _close(tolerance: float) -> Callable[[Any, Any], bool]:
     return compare
 
 
-def _member(answer: Any, expected: Any) -> bool:
+def one_of(answer: Any, expected: Any) -> bool:
     """`expected` is a set of acceptable answers (ties); compare as lower-case strings."""
     return str(answer).strip().lower() in {str(e).strip().lower() for e in expected}
 
 
-def _equal(answer: Any, expected: Any) -> bool:
+def exactly(answer: Any, expected: Any) -> bool:
     """Exactly equal: as numbers when both are (so 50.9 is not 50, but "50" is), else as lower-case strings."""
     try:
         return float(answer) == float(expected)
@@ -60,7 +60,7 @@ def _equal(answer: Any, expected: Any) -> bool:
         return str(answer).strip().lower() == str(expected).strip().lower()
 
 
-def exercise(key: str, question: str, hint: str, compare: Callable[[Any, Any], bool] = _equal):
+def exercise(key: str, question: str, hint: str, compare: Callable[[Any, Any], bool] = exactly):
     """Register the decorated function as the solver of exercise `key`."""
 
     def register(solve: Callable[..., Any]) -> Callable[..., Any]:
@@ -103,7 +103,7 @@ def check(key: str, answer: Any, *, quiet: bool = False, **context: Any) -> bool
     return ok
 
 
-def _pair(answer: Any, expected: Any) -> bool:
+def numbers_equal(answer: Any, expected: Any) -> bool:
     """Two (or more) numbers, each exactly equal: ``(1000, 500)`` or ``"1000, 500"``."""
     try:
         parts = answer.replace("(", "").replace(")", "").split(",") if isinstance(answer, str) else list(answer)
@@ -112,7 +112,7 @@ def _pair(answer: Any, expected: Any) -> bool:
         return False
 
 
-def _close_each(tolerance: float) -> Callable[[Any, Any], bool]:
+def each_within(tolerance: float) -> Callable[[Any, Any], bool]:
     """A sequence of numbers, each within `tolerance` of the expected one."""
 
     def compare(answer: Any, expected: Any) -> bool:

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .errors import InvalidChoiceError
-from .exercises import _close, _equal, _member, exercise
+from .exercises import within, exactly, one_of, exercise
 
 
 def _best_bucket(result, name: str) -> set[str]:
@@ -33,7 +33,7 @@ def _rows_of(result, name: str) -> list[dict]:
     "05.1",
     "Upper end of the 95 % Wilson interval for 0 successes out of 2 victims?",
     "`pdl.asr_interval(0, 2)` returns (low, high).",
-    compare=_close(0.01),
+    compare=within(0.01),
 )
 def _wilson_upper() -> float:
     from .victims import asr_interval
@@ -45,7 +45,7 @@ def _wilson_upper() -> float:
     "05.2",
     "Which EPA bucket had the highest mean ASR for feature collision?",
     "`transfer_result.by_bucket()` lists mean_asr per (attack, bucket); look at the FC rows.",
-    compare=_member,
+    compare=one_of,
 )
 def _fc_best_bucket(*, result) -> set[str]:
     return _best_bucket(result, "fc")
@@ -56,7 +56,7 @@ def _fc_best_bucket(*, result) -> set[str]:
     "Mean FC ASR over all targets at ε = 8/255 minus the same at the ε of section 5?",
     "Run the transfer study again with FC at `eps=8 / 255`; average `asr` over the FC rows of `per_target()` of "
     "each study and subtract.",
-    compare=_close(1e-6),
+    compare=within(1e-6),
 )
 def _eps_effect(*, tight, loose) -> float:
     return float(
@@ -81,7 +81,7 @@ def _ship_closer(*, experiment, targets) -> int:
     "AUROC of EPA for FC by counting (success, failure) pairs (success: ASR ≥ 0.5; ties count 1/2)?",
     "Over every pair of one successful and one failed FC target, count 1 when the successful one has the lower EPA "
     "and 1/2 for equal EPA; divide by the number of pairs.",
-    compare=_close(1e-6),
+    compare=within(1e-6),
 )
 def _auroc_by_pairs(*, result) -> float:
     rows = _rows_of(result, "fc")
@@ -107,7 +107,7 @@ def _goldfish(*, labels) -> int:
     "06.2",
     "Which EPA bucket had the highest mean ASR for gradient matching on TinyImageNet?",
     "`tiny_result.by_bucket()`: compare the GM rows' mean_asr.",
-    compare=_member,
+    compare=one_of,
 )
 def _gm_best_bucket(*, result) -> set[str]:
     return _best_bucket(result, "gm")
@@ -117,7 +117,7 @@ def _gm_best_bucket(*, result) -> set[str]:
     "06.3",
     "How much narrower is the 95 % interval of an ASR of 1/2 with 4 victims (2 of 4) than with 2 (1 of 2)?",
     "Width = high - low of `pdl.asr_interval(successes, victims)`; subtract the two widths.",
-    compare=_close(1e-3),
+    compare=within(1e-3),
 )
 def _narrower() -> float:
     from .victims import asr_interval
@@ -131,7 +131,7 @@ def _narrower() -> float:
     "Which class are the lowest-EPA goldfish most often confused with (their most frequent dominant class)?",
     "Take the goldfish of the lowest EPA bucket (`per_bucket` lowest EPA), `scores['dominant']` at them, and the "
     "most frequent value; answer with a class name.",
-    compare=_member,
+    compare=one_of,
 )
 def _confused_with(*, scores, fish, classes, per_bucket) -> set[str]:
     lowest = np.asarray(fish)[np.argsort(scores["epa"][fish], kind="stable")[:per_bucket]]
@@ -145,7 +145,7 @@ def _confused_with(*, scores, fish, classes, per_bucket) -> set[str]:
     "06.5",
     "How many poisons is BUDGET = 0.05 on the quick TinyImageNet training set?",
     "`AttackConfig.quick('gm', budget=0.05).count(len(tiny.train))`: ⌈budget · N⌉.",
-    compare=_equal,
+    compare=exactly,
 )
 def _poison_count(*, train_size) -> int:
     return math.ceil(0.05 * int(train_size) - 1e-9)
@@ -166,7 +166,7 @@ def _victims_total(*, studies) -> int:
     "Among the airplanes with the lowest EPA, which class do the clean runs agree on most (the highest DPS)?",
     "`view.ranked(0)` sorts airplanes by EPA; among those with the lowest EPA take the one with the highest DPS "
     "and name its `scores['dominant']` class.",
-    compare=_member,
+    compare=one_of,
 )
 def _confidently_wrong(*, scores, labels, classes) -> set[str]:
     members = np.flatnonzero(np.asarray(labels) == 0)
@@ -180,7 +180,7 @@ def _confidently_wrong(*, scores, labels, classes) -> set[str]:
     "In the lab studies, which metric has the strongest (largest |Pearson|) pooled correlation with ASR for FC: "
     "'epa', 'delta_step' or 'tau'?",
     "`artifacts.pooled_correlations(lab, metric=m)` for each metric; compare |pearson| on the FC row.",
-    compare=_member,
+    compare=one_of,
 )
 def _strongest_metric(*, studies) -> set[str]:
     from .artifacts import pooled_correlations
@@ -199,7 +199,7 @@ def _strongest_metric(*, studies) -> set[str]:
     "07.4",
     "Across the lab studies, what share of the no-attack victims predicted the poison class on their target?",
     "Rows whose `attack` starts with 'none' are no-attack victims; the share of them with `success`.",
-    compare=_close(1e-4),
+    compare=within(1e-4),
 )
 def _baseline_rate(*, studies) -> float:
     rows = [r for s in studies for r in s.rows if r["attack"].startswith("none")]

@@ -10,7 +10,7 @@ import torch
 from scipy.stats import rankdata, spearmanr
 
 from .errors import InvalidChoiceError, PoisonDiffError
-from .exercises import _close, _close_each, _equal, _member, _pair, exercise
+from .exercises import within, each_within, exactly, one_of, numbers_equal, exercise
 
 
 # ----------------------------------------------------------------------------------------------------------------- 00
@@ -18,7 +18,7 @@ from .exercises import _close, _close_each, _equal, _member, _pair, exercise
     "00.1",
     "Which CIFAR-10 class has the fewest test images in the data you loaded?",
     "`np.bincount(cifar.test.labels)` counts images per class; the argmin indexes `cifar.classes`.",
-    compare=_member,
+    compare=one_of,
 )
 def _fewest_test_images(*, data) -> set[str]:
     counts = np.bincount(np.asarray(data.test.labels.cpu()), minlength=len(data.classes))
@@ -30,7 +30,7 @@ def _fewest_test_images(*, data) -> set[str]:
     "Which augmentation can change an image's mean brightness: 'crop' or 'flip'?",
     "A flip only moves pixels; a crop with zero padding brings black pixels in. Compare `images.float().mean()` "
     "before and after each.",
-    compare=_member,
+    compare=one_of,
 )
 def _brightness_changer(*, images) -> set[str]:
     from .augment import augment_batch
@@ -49,7 +49,7 @@ def _brightness_changer(*, images) -> set[str]:
     "00.3",
     "Of pdl.load_dataset('cifar-10') and pdl.load_dataset('mnist'), which name works?",
     "Try both: one loads, the other raises an error that lists the valid names.",
-    compare=_member,
+    compare=one_of,
 )
 def _working_name(*, data_dir) -> set[str]:
     from .data import load_dataset
@@ -68,7 +68,7 @@ def _working_name(*, data_dir) -> set[str]:
     "00.4",
     "How many training and validation images remain after tiny.select_classes(range(10))? Answer (train, val).",
     "`kept = tiny.select_classes(range(10))`, then `len(kept.train)` and `len(kept.test)`.",
-    compare=_pair,
+    compare=numbers_equal,
 )
 def _kept_images(*, data) -> tuple[int, int]:
     kept = data.select_classes(range(10))
@@ -94,7 +94,7 @@ def _flipping_images(*, correct) -> int:
     "01.2",
     "What is the mean test accuracy after the last epoch, over the runs?",
     "`traj.eval_accuracy()` is (runs, epochs); take the last column and its mean.",
-    compare=_close(1e-3),
+    compare=within(1e-3),
 )
 def _final_accuracy(*, traj) -> float:
     return float(traj.finished().eval_accuracy()[:, -1].mean())
@@ -104,7 +104,7 @@ def _final_accuracy(*, traj) -> float:
     "01.3",
     "Test accuracy without augmentation minus with it (same seed and recipe otherwise)?",
     "`pdl.accuracy(model, data.test)` for both models; a negative number means augmentation helped.",
-    compare=_close(1e-3),
+    compare=within(1e-3),
 )
 def _augmentation_gain(*, plain, augmented, data) -> float:
     from .train import accuracy
@@ -128,7 +128,7 @@ def _new_runs(*, before, after) -> int:
     "With burn_in=2, which recorded image moves the most in EPA rank? Answer its test index.",
     "Rank both EPA arrays (`scipy.stats.rankdata`), take the largest absolute difference, and look up "
     "`traj.indices` at that position.",
-    compare=_member,
+    compare=one_of,
 )
 def _largest_rank_move(*, traj) -> set[str]:
     correct = traj.finished().correct()  # (runs, epochs, examples)
@@ -141,7 +141,7 @@ def _largest_rank_move(*, traj) -> set[str]:
     "02.2",
     "Which class has the lowest mean EPA?",
     "`pdl.per_class_mean(scores['epa'], scores['labels'], len(classes))`, then the argmin; answer with a name.",
-    compare=_member,
+    compare=one_of,
 )
 def _hardest_class(*, scores, classes) -> set[str]:
     from .metrics import per_class_mean
@@ -155,7 +155,7 @@ def _hardest_class(*, scores, classes) -> set[str]:
     "02.3",
     "Whose 20th-percentile EPA (the start of the p20 bucket) is lower: 'cat' or 'airplane'?",
     "`np.quantile(scores['epa'][scores['labels'] == c], 0.2)` for both classes.",
-    compare=_member,
+    compare=one_of,
 )
 def _lower_p20(*, scores, classes) -> set[str]:
     missing = [name for name in ("cat", "airplane") if name not in classes]
@@ -173,7 +173,7 @@ def _lower_p20(*, scores, classes) -> set[str]:
     "02.4",
     "Our airplane EPA at the 20th, 40th, 60th and 80th percentiles (four numbers)?",
     "`np.quantile(scores['epa'][scores['labels'] == 0], [0.2, 0.4, 0.6, 0.8])`.",
-    compare=_close_each(5e-3),
+    compare=each_within(5e-3),
 )
 def _airplane_percentiles(*, scores) -> list[float]:
     values = np.sort(scores["epa"][scores["labels"] == 0])
@@ -184,7 +184,7 @@ def _airplane_percentiles(*, scores) -> list[float]:
     "02.5",
     "What share of the recorded TinyImageNet images have EPA = 0 (never classified right)?",
     "`np.mean(tiny_scores['epa'] == 0)`.",
-    compare=_close(1e-3),
+    compare=within(1e-3),
 )
 def _never_right(*, scores) -> float:
     return float(np.count_nonzero(np.asarray(scores["epa"]) == 0) / len(scores["epa"]))
@@ -195,7 +195,7 @@ def _never_right(*, scores) -> float:
     "03.1",
     "Over the toy points, Spearman between the step η* and the distance η*·‖g‖ toward the next class?",
     "`poisoning_distance(linear, points[i], (labels[i] + 1) % 3)` gives both per point; then `spearmanr`.",
-    compare=_close(5e-3),
+    compare=within(5e-3),
 )
 def _toy_step_vs_distance(*, model, points, labels) -> float:
     from .distance import poisoning_distance
@@ -212,7 +212,7 @@ def _toy_step_vs_distance(*, model, points, labels) -> float:
     "Which poison class is closest on average (smallest median δ step over the targets)?",
     "`np.nanmedian(delta.step, axis=0)` gives one value per class (NaN for the targets' own class); take the "
     "class with the smallest.",
-    compare=_member,
+    compare=one_of,
 )
 def _closest_class(*, delta, classes) -> set[str]:
     return _closest(np.asarray(delta.step, dtype=np.float64), classes)
@@ -259,7 +259,7 @@ def _path_changes(*, path) -> int:
     "03.5",
     "With last_layer_only=True, which poison class is closest on average (smallest median δ step)?",
     "`distance_matrix(model, images, labels, last_layer_only=True)`, then the median over targets per class.",
-    compare=_member,
+    compare=one_of,
 )
 def _closest_class_head(*, model, images, labels, classes) -> set[str]:
     from .distance import distance_matrix
@@ -274,7 +274,7 @@ def _closest_class_head(*, model, images, labels, classes) -> set[str]:
     "04.1",
     "At the toy points with τ = 0, which sign has ⟨w_p, g(D_c; w_p)⟩: 'negative' or 'positive'?",
     "`budget_lower_bound(...).inner` of those points; τ = max(inner / W(κ), 0).",
-    compare=_member,
+    compare=one_of,
 )
 def _sign_at_zero(*, model, points, labels) -> set[str]:
     from .budget import budget_lower_bound
@@ -296,7 +296,7 @@ def _sign_at_zero(*, model, points, labels) -> set[str]:
     "04.2",
     "By what factor does every τ change for C = 10 when switching to the authors' variant?",
     "τ divides by W(κ): the factor is W((C-1)/e) / W(C - 1/e); `pdl.budget.lambert_denominator` gives both.",
-    compare=_close(2e-3),
+    compare=within(2e-3),
 )
 def _variant_factor() -> float:
     from .budget import lambert_denominator
@@ -308,7 +308,7 @@ def _variant_factor() -> float:
     "04.3",
     "Seed spread of the inner product at TAU_BATCHES divided by the spread at 4 x TAU_BATCHES (1/√ predicts 2)?",
     "Repeat section 4's three seeds with `num_batches=4 * tau_batches`; divide the two `np.std` values.",
-    compare=_close(1e-3),
+    compare=within(1e-3),
 )
 def _spread_ratio(*, model, image, poison_class, train_set, step, batches, batch_size) -> float:
     from .budget import budget_lower_bound
@@ -339,7 +339,7 @@ def _spread_ratio(*, model, image, poison_class, train_set, step, batches, batch
     "With last_layer_only=True, is τ = 0 'more' or 'less' often than with all layers (or the 'same')?",
     "`experiment.target_rows(targets, [poison_class], tau=settings, last_layer_only=True)`; compare the shares "
     "of `tau == 0`.",
-    compare=_member,
+    compare=one_of,
 )
 def _clipped_more(*, experiment, targets, poison_class, settings, tau) -> set[str]:
     rows = experiment.target_rows(targets, [poison_class], tau=settings, last_layer_only=True)
@@ -352,7 +352,7 @@ def _clipped_more(*, experiment, targets, poison_class, settings, tau) -> set[st
     "04.5",
     "After deleting one target's rows from the CSV, how many rows does the next call compute?",
     "Only pairs missing from the file are computed: count the rows that were deleted.",
-    compare=_equal,
+    compare=exactly,
 )
 def _recomputed_rows(*, before, after) -> int:
     key = lambda r: (r["dataset"], str(r["index"]), str(r["poison_class"]))  # noqa: E731

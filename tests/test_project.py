@@ -254,3 +254,15 @@ def test_notebook_script_puts_overrides_right_after_the_parameters():
     assert "DEVICE" in annotated and assigned[: assigned.index("DEVICE") + 1][-2:] == ["QUICK", "DEVICE"]
     first_use = script.index("pdl.get_device(DEVICE)")
     assert script.index('DEVICE = "cuda"') < first_use  # the override wins before anything reads the parameter
+
+
+def test_no_module_imports_another_modules_private_names():
+    pattern = re.compile(r"^\s*from \.+[\w.]* import (\([^)]*\)|[^\n]*)", re.M)  # one line, or a ( ... ) list
+    offenders = []
+    for path in (ROOT / "poisondiff_lite").rglob("*.py"):
+        for names in pattern.findall(path.read_text()):
+            private = [
+                n.strip() for n in names.split(",") if n.strip().startswith("_") and not n.strip().startswith("__")
+            ]
+            offenders += [f"{path.name}: {n}" for n in private]
+    assert not offenders, offenders
