@@ -74,7 +74,7 @@ class CleanExperiment:
         *,
         tau: TauSettings | None = TauSettings(),
         last_layer_only: bool = False,
-        known_tau: dict[int, BudgetResult] | None = None,
+        known_tau: dict[tuple[int, int], BudgetResult] | None = None,
         show_progress: bool = False,
     ) -> list[dict[str, Any]]:
         """EPA, soft EPA, DPS, δ and τ of each chosen target (a dict with ``index``, or a plain index) toward each

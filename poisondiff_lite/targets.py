@@ -28,7 +28,7 @@ def choose_targets(
     train_set,
     device: torch.device,
     show_progress: bool,
-) -> tuple[list[dict[str, Any]], dict[int, BudgetResult]]:
+) -> tuple[list[dict[str, Any]], dict[tuple[int, int], BudgetResult]]:
     """The targets, and the τ already computed while choosing them (by test index), so it is not computed twice.
 
     The extreme groups are always complete: a target that is also in an EPA bucket is one target in two groups
@@ -47,7 +47,7 @@ def choose_targets(
         )
         if t["bucket"] in config.buckets
     ]
-    known_tau: dict[int, BudgetResult] = {}
+    known_tau: dict[tuple[int, int], BudgetResult] = {}
     if config.extremes:
         members = np.flatnonzero(scores["labels"] == config.target_class)
         images = split_images[scores["indices"][members]]
@@ -74,7 +74,7 @@ def choose_targets(
                 )
                 for k, v in enumerate(progress(steps, enable=show_progress, desc="τ of candidates"))
             ]
-            known_tau = {int(scores["indices"][m]): b for m, b in zip(members, taus)}
+            known_tau = {(int(scores["indices"][m]), config.poison_class): b for m, b in zip(members, taus)}
             order = extreme_order(np.array([b.tau for b in taus]), steps)
         by_index = {t["index"]: t for t in chosen}
         symbol = "δ" if config.extreme_metric == "delta" else "τ"
@@ -113,7 +113,7 @@ def target_rows(
     *,
     tau: TauSettings | None = TauSettings(),
     last_layer_only: bool = False,
-    known_tau: dict[int, BudgetResult] | None = None,
+    known_tau: dict[tuple[int, int], BudgetResult] | None = None,
     device: torch.device | str = "auto",
     show_progress: bool = False,
 ) -> list[dict[str, Any]]:
@@ -126,7 +126,8 @@ def target_rows(
     scores : `trajectory_metrics` of the clean runs; `positions` are the targets' positions in it.
     chosen : the targets (dicts with ``index``, optionally ``bucket`` and ``groups``, which the rows keep).
     images : the targets' images, one per chosen target.
-    tau : how τ is estimated (None: no τ, NaN in the rows); `known_tau` holds τ already computed (by index).
+    tau : how τ is estimated (None: no τ, NaN in the rows).
+    known_tau : τ already computed (e.g. while choosing targets), by (index, poison class): not computed again.
 
     `CleanExperiment.target_rows` calls this with its own model, scores and images.
     """
@@ -147,7 +148,7 @@ def target_rows(
         target, k = chosen[j], int(positions[j])
         step, grad_norm, distance = (float(m[j, p]) for m in (delta.step, delta.grad_norm, delta.distance))
         result = DistanceResult(step, grad_norm, distance, int(delta.pred_before[j]))
-        budget = known_tau.get(int(target["index"])) if len(poison_classes) == 1 else None
+        budget = known_tau.get((int(target["index"]), p))
         if budget is None and tau is not None:
             budget = budget_lower_bound(
                 model,

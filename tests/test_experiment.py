@@ -81,3 +81,17 @@ def test_an_unrecorded_target_names_the_recorded_ones(tmp_path, toy_bundle):
     experiment = pdl.clean_experiment(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False)
     with pytest.raises(pdl.ResultsFileError, match=r"index 20 was not recorded .*0\.\.9"):
         experiment.target_rows([20], [1])
+
+
+def test_known_tau_is_reused_only_for_its_own_pair(tmp_path, toy_bundle):
+    from poisondiff_lite.budget import BudgetResult
+
+    experiment = pdl.clean_experiment(
+        toy_config(), data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False
+    )
+    index = next(i for i in range(len(toy_bundle.test)) if int(toy_bundle.test.labels[i]) == 0)
+    known = {(index, 1): BudgetResult(tau=123.0, inner=4.0, lambert=1.0, step=0.5)}
+    tau = TauSettings(num_batches=2, batch_size=16)
+    rows = {r["poison_class"]: r for r in experiment.target_rows([index], [1, 2], tau=tau, known_tau=known)}
+    assert rows[1]["tau"] == 123.0 and rows[1]["tau_inner"] == 4.0  # taken as given, not computed again
+    assert rows[2]["tau"] != 123.0  # another poison class is computed
