@@ -14,18 +14,17 @@ from .exercises import within, exactly, one_of, exercise
 
 
 def _best_bucket(result, name: str) -> set[str]:
-    rows = [r for r in result.by_bucket() if r["attack"].split("-")[0] == name]
-    if not rows:
-        raise InvalidChoiceError(f"the study has no {name.upper()} rows; pass the study that ran it")
+    rows = _rows_of(result.by_bucket(), name)
     best = max(r["mean_asr"] for r in rows)
     return {r["bucket"] for r in rows if math.isclose(r["mean_asr"], best)}
 
 
-def _rows_of(result, name: str) -> list[dict]:
-    rows = [r for r in result.per_target() if r["attack"].split("-")[0] == name]
-    if not rows:
+def _rows_of(rows: list[dict], name: str) -> list[dict]:
+    """The rows (of `per_target` or `by_bucket`) of attack `name` ("gm", "fc", ...); none is an error naming the fix."""
+    mine = [r for r in rows if r["attack"].split("-")[0] == name]
+    if not mine:
         raise InvalidChoiceError(f"the study has no {name.upper()} rows; pass the study that ran it")
-    return rows
+    return mine
 
 
 # ----------------------------------------------------------------------------------------------------------------- 05
@@ -60,7 +59,8 @@ def _fc_best_bucket(*, result) -> set[str]:
 )
 def _eps_effect(*, tight, loose) -> float:
     return float(
-        np.mean([r["asr"] for r in _rows_of(tight, "fc")]) - np.mean([r["asr"] for r in _rows_of(loose, "fc")])
+        np.mean([r["asr"] for r in _rows_of(tight.per_target(), "fc")])
+        - np.mean([r["asr"] for r in _rows_of(loose.per_target(), "fc")])
     )
 
 
@@ -84,7 +84,7 @@ def _ship_closer(*, experiment, targets) -> int:
     compare=within(1e-6),
 )
 def _auroc_by_pairs(*, result) -> float:
-    rows = _rows_of(result, "fc")
+    rows = _rows_of(result.per_target(), "fc")
     wins = [r["epa"] for r in rows if r["asr"] >= result.config.success_threshold]
     fails = [r["epa"] for r in rows if r["asr"] < result.config.success_threshold]
     if not wins or not fails:
