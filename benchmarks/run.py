@@ -219,7 +219,41 @@ def peak_of(device: torch.device) -> float | None:
 # -----------------------------------------------------------------------------------------------------------------
 #  the benchmark
 # -----------------------------------------------------------------------------------------------------------------
-JOBS = ("train", "record", "metrics", "delta", "gm", "validation", "cluster", "full")
+JOBS = ("train", "record", "metrics", "delta", "gm", "validation", "cluster", "full", "tutorial")
+DEFAULT_JOBS = JOBS[:-1]  # the tutorial job runs only when asked for (minutes of notebooks)
+NOTEBOOKS = HERE.parent / "notebooks"
+FAST_LINE = "train fast network"  # the start of the fast-net line's job name: the unit of the tutorial's ratio
+
+
+def time_tutorial(data_dir: str | None) -> tuple[float, dict[str, float]]:
+    """Wall time of ``poisondiff tutorial`` (quick mode) as a new user runs it: a fresh results folder and a fresh
+    decoded-image cache, nothing carried over; also each notebook's time as the command prints it."""
+    import os
+    import re
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="poisondiff-tutorial-") as tmp:
+        env = {
+            **os.environ,
+            "POISONDIFF_RESULTS": f"{tmp}/results",
+            "POISONDIFF_CACHE": f"{tmp}/cache",
+            "POISONDIFF_QUICK": "1",
+            "MPLBACKEND": "agg",
+            "TQDM_DISABLE": "1",
+        }
+        if data_dir:
+            env["POISONDIFF_DATA"] = str(data_dir)
+        command = [sys.executable, "-c", "import sys; from poisondiff_lite.cli import main; sys.exit(main())"]
+        command += ["tutorial", "--notebooks", str(NOTEBOOKS), "--out", f"{tmp}/notebooks", "--no-progress"]
+        start = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"poisondiff tutorial failed: {(done.stderr or done.stdout).strip()[-500:]}")
+    per_notebook = {
+        m.group(1): float(m.group(2)) for m in re.finditer(r"^\s+(\d\d_\S+)\.ipynb\s+([\d.]+) s", done.stdout, re.M)
+    }
+    return seconds, per_notebook
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--jobs",
-        default=",".join(JOBS),
-        help=f"comma-separated subset of {','.join(JOBS)} (default: all), e.g. to split a long GPU run",
+        default=",".join(DEFAULT_JOBS),
+        help=f"comma-separated subset of {','.join(JOBS)} (default: all but tutorial), e.g. to split a long GPU run; "
+        "tutorial: the fast-net line, then the whole quick tutorial, and their ratio",
     )
     parser.add_argument(
         "--models",
@@ -540,6 +575,25 @@ def main(argv: list[str] | None = None) -> int:
             for recipe in ("victims", "authors"):
                 label, seconds, extra = full_mode_cost(bundle, dataset, recipe, device, quick)
                 report(label, seconds, None, **extra)
+
+    # 9. the quick tutorial as a new user runs it, in units of the fast-net line measured just before ---------------
+    if "tutorial" in jobs:
+        fast = next((r for r in rows if r["job"].startswith(FAST_LINE)), None)
+        if fast is None:  # the same line as the train job's, measured here
+            seconds, _ = timed(
+                lambda: pdl.train_fresh(data, fast_cfg, seed=0, device=device, show_progress=False), device
+            )
+            report(f"{FAST_LINE} ({fast_cfg.epochs} ep, {len(data.train)} img)", seconds, None)
+            fast = rows[-1]
+        seconds, per_notebook = time_tutorial(args.data_dir)
+        report(
+            "quick tutorial (poisondiff tutorial, fresh results and cache)",
+            seconds,
+            None,
+            fast_line_s=fast["ours"],
+            ratio=seconds / fast["ours"],
+            notebooks=per_notebook,
+        )
 
     print(f"wrote {out}")
     return 0

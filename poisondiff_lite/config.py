@@ -220,11 +220,16 @@ class TrajectoryConfig(ConfigDict):
 
     @classmethod
     def quick(cls, dataset: str = "cifar10", **overrides: Any) -> TrajectoryConfig:
-        """CPU-sized: 4 runs x 6 epochs of the small fast network (TinyImageNet: 10 classes, 3 runs x 5 epochs)."""
+        """CPU-sized: 4 runs x 4 epochs of the small fast network (TinyImageNet: 10 classes, 3 runs x 3 epochs).
+
+        Sized so that the whole quick tutorial stays within about 10 minutes on a slow 2-core machine: each run costs
+        about as much as two lines of ``benchmarks/run.py --jobs train --models fast``. The science needs the lab
+        preset; quick mode shows the mechanics.
+        """
         if dataset == "tinyimagenet":
-            base = cls(dataset=dataset, train=TrainConfig.quick(epochs=5), runs=3, classes=tuple(range(10)))
+            base = cls(dataset=dataset, train=TrainConfig.quick(epochs=3), runs=3, classes=tuple(range(10)))
         else:
-            base = cls(dataset=dataset, train=TrainConfig.quick(), runs=4)
+            base = cls(dataset=dataset, train=TrainConfig.quick(epochs=4), runs=4)
         return dataclasses.replace(base, **overrides)
 
     @classmethod
@@ -265,7 +270,8 @@ class TrajectoryConfig(ConfigDict):
         """Laptop scale, accurate enough to attack: 8 runs x 16 epochs of the small fast network.
 
         On the 5,000-image CIFAR-10 subset a run reaches about 68 % test accuracy in about a minute on one core; the
-        6-epoch quick runs (about 55 %) are too inaccurate for gradient matching to transfer to retrained victims.
+        short quick runs (4 epochs, about 47 %) are too inaccurate for gradient matching to transfer to retrained
+        victims.
         TinyImageNet keeps its first 10 classes (1,000 training images of 64 x 64 in the offline subset, 500
         validation images): about 50 % validation accuracy, a minute per run on one core (20 classes: 40 %, two).
         """

@@ -52,15 +52,17 @@ def _fc_best_bucket(*, result) -> set[str]:
 
 @exercise(
     "05.3",
-    "Mean FC ASR over all targets at ε = 8/255 minus the same at the ε of section 5?",
-    "Run the transfer study again with FC at `eps=8 / 255`; average `asr` over the FC rows of `per_target()` of "
-    "each study and subtract.",
+    "Mean FC ASR at ε = 8/255 minus the same at the ε of section 5, over the targets of the ε 8/255 study?",
+    "Run the transfer study again on the lowest and highest buckets with FC at `eps=8 / 255`; average `asr` over the "
+    "FC rows of `per_target()` of each study, on the targets of the new one, and subtract.",
     compare=within(1e-6),
 )
 def _eps_effect(*, tight, loose) -> float:
+    tight_rows = _rows_of(tight.per_target(), "fc")
+    same = {r["index"] for r in tight_rows}
     return float(
-        np.mean([r["asr"] for r in _rows_of(tight.per_target(), "fc")])
-        - np.mean([r["asr"] for r in _rows_of(loose.per_target(), "fc")])
+        np.mean([r["asr"] for r in tight_rows])
+        - np.mean([r["asr"] for r in _rows_of(loose.per_target(), "fc") if r["index"] in same])
     )
 
 

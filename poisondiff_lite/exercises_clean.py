@@ -115,8 +115,9 @@ def _augmentation_gain(*, plain, augmented, data) -> float:
 
 @exercise(
     "01.4",
-    "How many runs does the call with runs + 1 train?",
-    "Only runs missing from the file are trained: compare `completed` before and after.",
+    "How many runs did section 3's call train?",
+    "Only runs missing from the file are trained: compare `completed` of section 2's one-run trajectory and of "
+    "section 3's.",
 )
 def _new_runs(*, before, after) -> int:
     return int(after.completed - before.completed)

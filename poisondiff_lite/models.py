@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
-import torchvision
 
 from .errors import InvalidChoiceError, check_choice
 from .plugins import load_plugins
@@ -90,8 +89,16 @@ FAST_SPECS = {
 # -----------------------------------------------------------------------------------------------------------------
 #  torchvision models
 # -----------------------------------------------------------------------------------------------------------------
+def _torchvision_models():
+    """torchvision's model zoo, imported on first use: importing it pulls in torch._dynamo (about 1.5 s on 2 CPU
+    cores), which every notebook kernel and CLI call would otherwise pay at `import poisondiff_lite`."""
+    import torchvision.models
+
+    return torchvision.models
+
+
 def _resnet18(num_classes: int, cifar_stem: bool) -> tuple[nn.Module, nn.Linear]:
-    net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    net = _torchvision_models().resnet18(weights=None, num_classes=num_classes)
     if cifar_stem:  # 3x3 stem, no max-pool: the usual CIFAR variant (the authors use the ImageNet stem)
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
@@ -103,7 +110,7 @@ def _resnet18(num_classes: int, cifar_stem: bool) -> tuple[nn.Module, nn.Linear]
 def _vgg(depth: int, num_classes: int) -> tuple[nn.Module, nn.Linear]:
     # torchvision's VGG features (no BN, as the authors' VGG16); a compact 512 -> classes head instead of the 4096-wide
     # ImageNet classifier, which would hold 120M parameters for 32x32 or 64x64 inputs
-    net = getattr(torchvision.models, f"vgg{depth}")(weights=None)
+    net = getattr(_torchvision_models(), f"vgg{depth}")(weights=None)
     body = nn.Sequential(net.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
     head = nn.Linear(512, num_classes)
     nn.init.normal_(head.weight, 0, 0.01)
@@ -114,7 +121,7 @@ def _vgg(depth: int, num_classes: int) -> tuple[nn.Module, nn.Linear]:
 def _vgg_torchvision(depth: int, num_classes: int) -> tuple[nn.Module, nn.Linear]:
     # torchvision's VGG as it is, the authors' model: features, 7x7 average pool, the 4096-4096 classifier (ReLU,
     # dropout); only its last layer becomes a `num_classes`-way head (about 120M parameters in all)
-    net = getattr(torchvision.models, f"vgg{depth}")(weights=None, num_classes=num_classes)
+    net = getattr(_torchvision_models(), f"vgg{depth}")(weights=None, num_classes=num_classes)
     head = net.classifier[-1]
     body = nn.Sequential(net.features, net.avgpool, nn.Flatten(), *net.classifier[:-1])
     return body, head

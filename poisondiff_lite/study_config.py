@@ -129,7 +129,8 @@ class StudyConfig(ConfigDict):
             per_bucket=1,
             buckets=("lowest", "p40", "highest"),
             victims=2,
-            tau_batches=10,
+            tau_batches=5,  # 5 x 128 images for τ, as notebook 04's quick mode (10 x 256 passed TinyImageNet's
+            tau_batch_size=128,  # 1,000 quick training images 2.5 times per target)
             head=HeadConfig.quick(),
         )
         if dataset == "tinyimagenet":  # 10 classes x 100 images: 25 poisons (a quarter of the poison class)
