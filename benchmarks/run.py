@@ -209,6 +209,18 @@ def tiled(data: pdl.DataBundle, train: int, test: int) -> pdl.DataBundle:
     return dataclasses.replace(data, train=repeat(data.train, train), test=repeat(data.test, test))
 
 
+def cpu_model() -> str:
+    """The processor's model name and its widest vector extension (machines differ by 3x or more on one line)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name or platform.processor() or 'unknown'}, {vector}"
+
+
 def peak_of(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
@@ -348,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             out,
             {
                 "device": name,
+                "cpu": cpu_model(),
                 "torch": torch.__version__,
                 "date": dt.datetime.now().isoformat(),
                 "quick": quick,

@@ -210,7 +210,12 @@ pdl.register_model("plugmlp", lambda c: (nn.Sequential(nn.Flatten(), nn.Linear(3
     [
         (
             "03",
-            {"DATASET": "tinyimagenet", "TARGET_CLASS": "goldfish", "POISON_CLASS": "European fire salamander"},
+            {
+                "DATASET": "tinyimagenet",
+                "TARGET_CLASS": "goldfish",
+                "POISON_CLASS": "European fire salamander",
+                "PER_BUCKET": 1,  # the point is another data set: the fewest targets keep the test short
+            },
             "targets of class 'goldfish",
         ),
         ("01", {"MODEL": "plugmlp"}, "plugmlp"),  # a model registered by a $POISONDIFF_PLUGINS module
