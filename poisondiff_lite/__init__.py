@@ -6,7 +6,8 @@ The public API in one place, grouped as `__all__` lists it; each name lives in a
 """
 
 # data
-from .data import DataBundle, ImageDataset, check_images, load_dataset, register_dataset, resolve_data_dir
+from .data import DataBundle, ImageDataset, check_images, resolve_data_dir
+from .datasets import load_dataset, register_dataset
 from .loaders import load_cifar10, load_tinyimagenet
 
 # training and recording
@@ -44,8 +45,7 @@ from .errors import (
 )
 from .utils import check_flag, get_device, resolve_quick, resolve_results_dir, seed_everything, short_errors
 from . import exercises
-
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401  (pdl.__version__)
 
 __all__ = [
     # data

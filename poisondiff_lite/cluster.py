@@ -27,7 +27,7 @@ from .victims import insert_poisons, poisoned_features, scratch_victims, test_ac
 
 if TYPE_CHECKING:
     from .data import DataBundle
-    from .study import StudyPlan
+    from .study_config import StudyPlan
     from .victims import ResultsLog
 
 RETRIES = 2  # a task that raises is tried this many more times (a worker that dies is handled by the scheduler)

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .data import dataset_names
+from .datasets import dataset_names
 from .errors import InvalidChoiceError, check_choice, check_classes, check_indices, check_number, check_positive
 from .loaders import IMAGENET_MEAN, IMAGENET_STD
 from .models import model_names

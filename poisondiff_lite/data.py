@@ -1,17 +1,16 @@
 """Datasets as uint8 tensors that can sit on the GPU whole.
 
-The containers (`ImageDataset`, `DataBundle`), input checks, where data lives, and the registry behind
-`load_dataset`; the readers of the two built-in data sets are in `loaders`. CIFAR-10 comes in the official python
-(pickle) format, downloaded by torchvision on a machine with internet; the
-offline subset shipped beside the project (same format, other md5s) loads the same way. TinyImageNet comes in the
-standard ``tiny-imagenet-200`` layout (a folder, or the zip next to it). Where data lives is decided by
-`resolve_data_dir`: the argument, then ``POISONDIFF_DATA``, then ``data/`` in the project.
+The containers (`ImageDataset`, `DataBundle`), input checks and where data lives; the readers of the two built-in
+data sets are in `loaders`, and `datasets` loads any data set by name (built-in or registered). CIFAR-10 comes in the
+official python (pickle) format, downloaded by torchvision on a machine with internet; the offline subset shipped
+beside the project (same format, other md5s) loads the same way. TinyImageNet comes in the standard
+``tiny-imagenet-200`` layout (a folder, or the zip next to it). Where data lives is decided by `resolve_data_dir`:
+the argument, then ``POISONDIFF_DATA``, then ``data/`` in the project.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +18,7 @@ import numpy as np
 import torch
 
 from .errors import InvalidChoiceError, check_choice, check_classes
-from .plugins import load_plugins
-from .utils import check_flag, project_root
+from .utils import project_root
 
 DATA_ENV = "POISONDIFF_DATA"
 CACHE_ENV = "POISONDIFF_CACHE"
@@ -251,49 +249,3 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
         path = Path.home() / ".cache" / "poisondiff_lite"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-CUSTOM_DATASETS: dict[str, Callable[..., DataBundle]] = {}
-
-
-def register_dataset(name: str, source: DataBundle | Callable[..., DataBundle]) -> None:
-    """Make your own data set usable by name everywhere (configs, recorder, studies, CLI in the same process).
-
-    `source` is a `DataBundle` (e.g. from `DataBundle.from_tensors`) or a loader ``f(root, download=False) ->
-    DataBundle``.
-    """
-    if str(name) in DATASETS:
-        raise InvalidChoiceError(f"{name!r} is a built-in data set; register yours under another name")
-    CUSTOM_DATASETS[str(name)] = (
-        (lambda root=None, download=False, **kw: source) if isinstance(source, DataBundle) else source
-    )
-
-
-def dataset_names() -> tuple[str, ...]:
-    """The built-in data sets and any registered with `register_dataset`."""
-    load_plugins()  # the modules named in $POISONDIFF_PLUGINS register theirs
-    return DATASETS + tuple(CUSTOM_DATASETS)
-
-
-def load_dataset(
-    name: str,
-    root: str | os.PathLike | None = None,
-    *,
-    download: bool = False,
-    device: torch.device | str | None = None,
-    **kwargs,
-) -> DataBundle:
-    """Load ``"cifar10"``, ``"tinyimagenet"`` or a registered data set; optionally move it to `device` whole."""
-    download = check_flag("download", download)
-    load_plugins()  # a data set may be registered by a $POISONDIFF_PLUGINS module
-    if str(name) in CUSTOM_DATASETS:
-        bundle = CUSTOM_DATASETS[str(name)](root, download=download, **kwargs)
-        return bundle.to(device) if device is not None else bundle
-    key = str(name).lower().replace("-", "").replace("_", "")
-    if key not in DATASETS:
-        check_choice("dataset", name, dataset_names())
-    from .loaders import load_cifar10, load_tinyimagenet  # they build on this module's containers
-
-    loader = load_cifar10 if key == "cifar10" else load_tinyimagenet
-    bundle = loader(root, download=download, **kwargs)
-    return bundle.to(device) if device is not None else bundle

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .errors import InvalidChoiceError
-from .exercises import within, exactly, one_of, exercise
+from .exercise_registry import exactly, exercise, one_of, within
 
 
 def _best_bucket(result, name: str) -> set[str]:

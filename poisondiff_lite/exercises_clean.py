@@ -10,7 +10,7 @@ import torch
 from scipy.stats import rankdata, spearmanr
 
 from .errors import InvalidChoiceError, PoisonDiffError
-from .exercises import within, each_within, exactly, one_of, numbers_equal, exercise
+from .exercise_registry import each_within, exactly, exercise, numbers_equal, one_of, within
 
 
 # ----------------------------------------------------------------------------------------------------------------- 00
@@ -52,7 +52,7 @@ def _brightness_changer(*, images) -> set[str]:
     compare=one_of,
 )
 def _working_name(*, data_dir) -> set[str]:
-    from .data import load_dataset
+    from .datasets import load_dataset
 
     works = set()
     for name in ("cifar-10", "mnist"):

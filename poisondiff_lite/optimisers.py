@@ -6,17 +6,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn as nn
 
 from .utils import progress
 
-if TYPE_CHECKING:
-    from .attacks import AttackConfig
-
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]  # loss(x, indices, generator)
+
+
+class CraftingSettings(Protocol):
+    """What the optimisers read of an attack's settings (`attacks.AttackConfig` has all of it); a protocol, so this
+    module stays below the attacks that use it."""
+
+    eps: float  # l∞ bound on the perturbation, in [0, 1] pixel units
+    steps: int  # optimisation steps per restart
+    restarts: int  # signed Adam: restarts, the best kept
+    step_size: float  # signed Adam: lr as a multiple of eps; benchmark descent: the first step size
+    batch_size: int  # poisons per forward pass
+    beta: float  # benchmark descent: weight of ‖x − b‖² (0: none)
+    watermark: float  # benchmark descent: share of the target blended into each starting poison
 
 
 def _project(delta: torch.Tensor, base: torch.Tensor, eps: float) -> None:
@@ -28,7 +38,7 @@ def _project(delta: torch.Tensor, base: torch.Tensor, eps: float) -> None:
 def signed_adam(
     objective: Objective,
     base: torch.Tensor,
-    cfg: AttackConfig,
+    cfg: CraftingSettings,
     *,
     seed: int = 0,
     show_progress: bool = False,
@@ -83,7 +93,7 @@ def signed_adam(
 
 
 def benchmark_descent(
-    model: nn.Module, target: torch.Tensor, base: torch.Tensor, cfg: AttackConfig, *, show_progress: bool = False
+    model: nn.Module, target: torch.Tensor, base: torch.Tensor, cfg: CraftingSettings, *, show_progress: bool = False
 ) -> tuple[torch.Tensor, list[float], list[float]]:
     """Feature collision as the poisoning benchmark optimises it, every poison on its own.
 

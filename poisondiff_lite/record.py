@@ -19,7 +19,8 @@ import torch
 import torch.nn as nn
 
 from .config import TrajectoryConfig
-from .data import DataBundle, ImageDataset, load_dataset
+from .data import DataBundle, ImageDataset
+from .datasets import load_dataset
 from .errors import InvalidChoiceError, ResultsFileError
 from .train import predict_logits, train_fresh_many
 from .trajectory import Trajectory

@@ -22,6 +22,7 @@ from .errors import InvalidChoiceError, ResultsFileError
 from .results import StudyResults, read_study
 from .study_config import StudyConfig
 from .utils import atomic_write_json
+from .version import __version__
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 STUDY_FILES = ("study.json", "targets.json", "results.jsonl")
@@ -127,8 +128,6 @@ def ship(
 
 def _code_version() -> str:
     """``git describe`` of the source checkout (with ``-dirty`` for uncommitted changes), else the package version."""
-    from . import __version__
-
     try:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty"],

@@ -18,19 +18,28 @@ nothing finished is recomputed.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .attacks import AttackConfig, Poisons, craft_from_class
+from .cluster import run_plan_on_client
 from .data import DataBundle
 from .errors import check_choice
 from .experiment import clean_experiment
 from .record import check_bucket_size, prepare_data
 from .results import StudyResults, find_studies, format_table, json_safe, load_study, read_study, read_targets  # noqa: F401
-from .study_config import METRIC_LABELS, METRICS, StudyConfig, attack_id, baseline_id, setup_key, study_dir  # noqa: F401
+from .study_config import (  # noqa: F401
+    METRIC_LABELS,
+    METRICS,
+    StudyConfig,
+    StudyPlan,
+    attack_id,
+    baseline_id,
+    setup_key,
+    study_dir,
+)
 from .targets import choose_targets, extreme_order, target_rows  # noqa: F401
 from .utils import atomic_write_json, check_writable, exclusive, get_device, progress
 from .victims import (
@@ -38,7 +47,6 @@ from .victims import (
     surrogate_features,
     insert_poisons,
     log_outcomes,
-    outcome_row,
     poisoned_features,
     scratch_victims,
     transfer_victims,
@@ -123,8 +131,6 @@ def _run_locked(
         features = surrogate_features(surrogate, data, target_images, device=device)
     plan = StudyPlan(config, targets, seeds, log.done())
     if client is not None:
-        from .cluster import run_plan_on_client
-
         run_plan_on_client(
             client,
             plan,
@@ -191,63 +197,6 @@ def _run_locked(
             desc=f"{attack.label} victims #{target['index']}",
         )
     return StudyResults(config, targets, log.rows, tuple(data.classes), folder)
-
-
-@dataclass
-class StudyPlan:
-    """What is left to do in a study, and how each finished victim becomes log rows (shared by every executor)."""
-
-    config: StudyConfig
-    targets: list[dict[str, Any]]
-    seeds: list[int]
-    done: set[tuple[str, str, int]]  # (target key, attack id, victim seed) already in the log
-
-    def baselines(self) -> list[tuple[str, list[int]]]:
-        """(setting, victim seeds still missing for some target) of each no-attack baseline."""
-        out = []
-        for setting in sorted({a.setting for a in self.config.attacks}):
-            ident = baseline_id(setting)
-            todo = [s for s in self.seeds if any((t["key"], ident, s) not in self.done for t in self.targets)]
-            if todo:
-                out.append((setting, todo))
-        return out
-
-    def attacks(self) -> list[tuple[dict[str, Any], int, AttackConfig, list[int]]]:
-        """(target, its position, attack, victim seeds still missing) of every unfinished (target, attack)."""
-        out = []
-        for j, target in enumerate(self.targets):
-            for attack in self.config.attacks:
-                todo = [s for s in self.seeds if (target["key"], attack_id(attack), s) not in self.done]
-                if todo:
-                    out.append((target, j, attack, todo))
-        return out
-
-    def baseline_rows(self, setting: str):
-        """``rows(seed, target_logits, accuracy)`` of a clean victim: one row per target it has not been logged for."""
-        ident, adv, true = baseline_id(setting), self.config.poison_class, self.config.target_class
-        return lambda seed, target_logits, accuracy: [
-            outcome_row(t["key"], ident, seed, target_logits[j], accuracy, adv, true, name="none", setting=setting)
-            for j, t in enumerate(self.targets)
-            if (t["key"], ident, seed) not in self.done
-        ]
-
-    def attack_rows(self, target: dict[str, Any], attack: AttackConfig, crafting_loss: float):
-        """``rows(seed, target_logits, accuracy)`` of a victim of one (target, attack)."""
-        ident, adv, true = attack_id(attack), self.config.poison_class, self.config.target_class
-        return lambda seed, target_logits, accuracy: [
-            outcome_row(
-                target["key"],
-                ident,
-                seed,
-                target_logits[0],
-                accuracy,
-                adv,
-                true,
-                name=attack.name,
-                setting=attack.setting,
-                crafting_loss=round(crafting_loss, 6),
-            )
-        ]
 
 
 def _poisons(

@@ -1,5 +1,6 @@
-"""A study's configuration (`StudyConfig` with quick / lab / full presets), its stable hash and folder, and the ids
-of setups, attacks and baselines that key the study's log."""
+"""A study's configuration (`StudyConfig` with quick / lab / full presets), its stable hash and folder, the ids
+of setups, attacks and baselines that key the study's log, and its plan (`StudyPlan`: what is left to do, shared by
+the serial runner in `study` and the cluster runner in `cluster`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from .config import ConfigDict, TrainConfig, TrajectoryConfig
 from .errors import InvalidChoiceError, check_choice, check_number, check_positive
 from .metrics import BUCKETS, GROUPS
 from .utils import resolve_results_dir
-from .victims import HeadConfig
+from .victims import HeadConfig, outcome_row
 
 METRICS = ("epa", "dps", "delta_step", "delta_param", "tau")
 METRIC_LABELS = {
@@ -216,3 +217,60 @@ def baseline_id(setting: str) -> str:
 
 def study_dir(config: StudyConfig, results_dir: str | os.PathLike | None = None) -> Path:
     return resolve_results_dir(results_dir) / "studies" / f"{config.trajectory.dataset}-{config.key()}"
+
+
+@dataclass
+class StudyPlan:
+    """What is left to do in a study, and how each finished victim becomes log rows (shared by every executor)."""
+
+    config: StudyConfig
+    targets: list[dict[str, Any]]
+    seeds: list[int]
+    done: set[tuple[str, str, int]]  # (target key, attack id, victim seed) already in the log
+
+    def baselines(self) -> list[tuple[str, list[int]]]:
+        """(setting, victim seeds still missing for some target) of each no-attack baseline."""
+        out = []
+        for setting in sorted({a.setting for a in self.config.attacks}):
+            ident = baseline_id(setting)
+            todo = [s for s in self.seeds if any((t["key"], ident, s) not in self.done for t in self.targets)]
+            if todo:
+                out.append((setting, todo))
+        return out
+
+    def attacks(self) -> list[tuple[dict[str, Any], int, AttackConfig, list[int]]]:
+        """(target, its position, attack, victim seeds still missing) of every unfinished (target, attack)."""
+        out = []
+        for j, target in enumerate(self.targets):
+            for attack in self.config.attacks:
+                todo = [s for s in self.seeds if (target["key"], attack_id(attack), s) not in self.done]
+                if todo:
+                    out.append((target, j, attack, todo))
+        return out
+
+    def baseline_rows(self, setting: str):
+        """``rows(seed, target_logits, accuracy)`` of a clean victim: one row per target it has not been logged for."""
+        ident, adv, true = baseline_id(setting), self.config.poison_class, self.config.target_class
+        return lambda seed, target_logits, accuracy: [
+            outcome_row(t["key"], ident, seed, target_logits[j], accuracy, adv, true, name="none", setting=setting)
+            for j, t in enumerate(self.targets)
+            if (t["key"], ident, seed) not in self.done
+        ]
+
+    def attack_rows(self, target: dict[str, Any], attack: AttackConfig, crafting_loss: float):
+        """``rows(seed, target_logits, accuracy)`` of a victim of one (target, attack)."""
+        ident, adv, true = attack_id(attack), self.config.poison_class, self.config.target_class
+        return lambda seed, target_logits, accuracy: [
+            outcome_row(
+                target["key"],
+                ident,
+                seed,
+                target_logits[0],
+                accuracy,
+                adv,
+                true,
+                name=attack.name,
+                setting=attack.setting,
+                crafting_loss=round(crafting_loss, 6),
+            )
+        ]

@@ -5,7 +5,7 @@ import pytest
 import torch.nn as nn
 
 import poisondiff_lite as pdl
-from poisondiff_lite import data as data_module
+from poisondiff_lite import datasets as datasets_module
 from poisondiff_lite import models as models_module
 from poisondiff_lite.attacks import AttackConfig, craft, poison_indices
 from poisondiff_lite.distance import distance_matrix
@@ -13,7 +13,7 @@ from poisondiff_lite.distance import distance_matrix
 
 @pytest.fixture()
 def registered(monkeypatch, toy_bundle):
-    monkeypatch.setattr(data_module, "CUSTOM_DATASETS", {})
+    monkeypatch.setattr(datasets_module, "CUSTOM_DATASETS", {})
     monkeypatch.setattr(models_module, "CUSTOM_MODELS", {})
     bundle = pdl.DataBundle.from_tensors(
         "shapes",
@@ -125,7 +125,7 @@ def _run(args, tmp_path, plugins):
 
 
 def test_plugins_named_in_the_environment_register_in_every_process(tmp_path):
-    code = "import poisondiff_lite as p; print(p.data.dataset_names()[-1], p.models.model_names()[-1])"
+    code = "import poisondiff_lite as p; print(p.datasets.dataset_names()[-1], p.models.model_names()[-1])"
     out = _run(["-c", code], tmp_path, " myplugin , ")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["plugtoy", "plugnet"]

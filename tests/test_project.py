@@ -271,3 +271,90 @@ def test_no_module_imports_another_modules_private_names():
             ]
             offenders += [f"{path.name}: {n}" for n in private]
     assert not offenders, offenders
+
+
+def package_imports(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module -> the package modules it imports, read from the AST of every file: imports inside functions and under
+    ``if TYPE_CHECKING:`` count too (a lazy import still ties two modules together)."""
+    import ast
+
+    def module_name(path: Path) -> str:
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    modules = {module_name(p): p for p in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: resolved against this module's package
+                    base = name.split(".") if is_package else name.split(".")[:-1]
+                    base = base[: len(base) - (node.level - 1)]
+                    stem = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    stem = node.module or ""
+                # `from .m import name`: module m; `from . import x`: module x where x is one, else the package
+                found = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in modules else stem for a in node.names]
+            else:
+                continue
+            graph[name] |= {m for m in found if m in modules and m != name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of two or more modules (each one a cycle of imports), by Tarjan's algorithm."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_import_cycle_finder_sees_lazy_and_type_checking_imports(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("from .a import A\n")
+    (package / "a.py").write_text("A = 1\n\ndef f():\n    from .b import B\n    return B\n")
+    (package / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import A\nB = 2\n")
+    (package / "c.py").write_text("from . import a\n")
+    graph = package_imports(package)
+    assert graph["pkg.a"] == {"pkg.b"} and graph["pkg.b"] == {"pkg.a"} and graph["pkg.c"] == {"pkg.a"}
+    assert import_cycles(graph) == [["pkg.a", "pkg.b"]]
+
+
+def test_the_package_has_no_import_cycle():
+    cycles = import_cycles(package_imports())
+    paths = {
+        m: m.replace(".", "/") + ("/__init__.py" if (ROOT / m.replace(".", "/")).is_dir() else ".py")
+        for g in cycles
+        for m in g
+    }
+    assert not cycles, "import cycles (each a group of modules that import each other): " + "; ".join(
+        " <-> ".join(paths[m] for m in group) for group in cycles
+    )
