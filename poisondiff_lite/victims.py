@@ -15,6 +15,7 @@ a binomial (Wilson) interval; the victims' clean test accuracy is reported next 
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 import os
 import time
@@ -27,7 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from scipy.stats import binomtest
 
 from .attacks import Poisons
@@ -150,29 +150,55 @@ def surrogate_features(
     }
 
 
-def train_head(
-    features: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: HeadConfig, *, seed: int = 0
-) -> nn.Linear:
-    """A fresh linear head (initialised from `seed`) trained on fixed features with SGD and a cosine schedule."""
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    head = nn.Linear(features.shape[1], num_classes)
+def train_heads(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: HeadConfig, seeds: Iterable[int]
+) -> list[nn.Linear]:
+    """Fresh linear heads, one per seed, trained on fixed features with SGD and a cosine schedule, all in one loop.
+
+    Each head trains exactly as it would alone (up to float rounding): its initialisation and its data order come
+    from its own seed, and SGD with momentum and weight decay acts on each weight by itself, so stacking the heads
+    into one ``(V, C, D)`` tensor changes only how many Python steps pay for them (one per batch, not V).
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        return []
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    heads = []
+    for seed in seeds:
+        torch.manual_seed(seed)  # nn.Linear's initialisation draws from the global generator
+        heads.append(nn.Linear(features.shape[1], num_classes))
+    weight = torch.stack([h.weight.detach() for h in heads])  # (V, C, D)
+    bias = torch.stack([h.bias.detach() for h in heads])  # (V, C)
     scale = features.norm(dim=1).mean().clamp_min(1e-6)  # features of any network on a common scale
     x, y = features / scale, labels.long()
-    optimizer = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * -(-len(x) // cfg.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    momentum_w, momentum_b = torch.zeros_like(weight), torch.zeros_like(bias)
+    step = 0
     for _ in range(cfg.epochs):
-        order = torch.randperm(len(x), generator=gen)
+        order = torch.stack([torch.randperm(len(x), generator=g) for g in gens])  # (V, N): each head its own
         for b in range(0, len(x), cfg.batch_size):
-            idx = order[b : b + cfg.batch_size]
-            loss = F.cross_entropy(head(x[idx]) * HEAD_LOGIT_SCALE, y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    head.feature_scale = float(scale)
-    return head
+            idx = order[:, b : b + cfg.batch_size]
+            xb = x[idx]  # (V, B, D)
+            logits = torch.baddbmm(bias[:, None, :], xb, weight.transpose(1, 2)) * HEAD_LOGIT_SCALE
+            # the gradient of each head's mean cross-entropy, by hand: (softmax - one-hot) / B through the scale
+            grad = torch.softmax(logits, dim=2)
+            grad.scatter_add_(2, y[idx][..., None], torch.full_like(grad[..., :1], -1.0))
+            grad *= HEAD_LOGIT_SCALE / idx.shape[1]
+            lr = cfg.lr * (1 + math.cos(math.pi * step / steps)) / 2  # the cosine schedule (to zero at the end)
+            for param, g, buf in (
+                (weight, torch.bmm(grad.transpose(1, 2), xb), momentum_w),
+                (bias, grad.sum(dim=1), momentum_b),
+            ):
+                g.add_(param, alpha=cfg.weight_decay)  # torch.optim.SGD: weight decay, then momentum
+                buf.mul_(cfg.momentum if step else 0.0).add_(g)
+                param.sub_(buf, alpha=lr)
+            step += 1
+    for v, head in enumerate(heads):
+        with torch.no_grad():
+            head.weight.copy_(weight[v])
+            head.bias.copy_(bias[v])
+        head.feature_scale = float(scale)
+    return heads
 
 
 def head_logits(head: nn.Linear, features: torch.Tensor) -> torch.Tensor:
@@ -200,9 +226,9 @@ def transfer_victims(
     cfg: HeadConfig,
     seeds: Iterable[int],
 ) -> Iterable[tuple[int, torch.Tensor, torch.Tensor]]:
-    """One linear head per seed on fixed features; yield ``(seed, target_logits, test_logits)``."""
-    for seed in seeds:
-        head = train_head(train_features, train_labels.cpu(), num_classes, cfg, seed=seed)
+    """One linear head per seed on fixed features, trained together; yield ``(seed, target_logits, test_logits)``."""
+    seeds = list(seeds)
+    for seed, head in zip(seeds, train_heads(train_features, train_labels.cpu(), num_classes, cfg, seeds)):
         yield seed, head_logits(head, target_features), head_logits(head, test_features)
 
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from poisondiff_lite import ResultsFileError
 from poisondiff_lite.victims import ResultsLog
@@ -56,3 +57,47 @@ def test_only_the_writer_cuts_a_torn_tail(tmp_path):
         reader.append({"key": "k", "attack": "gm", "victim": 1, "success": True})
     ResultsLog(path, {"study": "abc"})
     assert path.read_bytes() == before[: before.rindex(b"\n") + 1]
+
+
+def _one_head_alone(features, labels, num_classes, cfg, seed):
+    """The plain loop: one head, its own optimiser and schedule (how heads trained before they trained together)."""
+    import torch.nn.functional as F
+
+    from poisondiff_lite.victims import HEAD_LOGIT_SCALE
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(features.shape[1], num_classes)
+    scale = features.norm(dim=1).mean().clamp_min(1e-6)
+    x, y = features / scale, labels.long()
+    optimizer = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * -(-len(x) // cfg.batch_size))
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for b in range(0, len(x), cfg.batch_size):
+            idx = order[b : b + cfg.batch_size]
+            loss = F.cross_entropy(head(x[idx]) * HEAD_LOGIT_SCALE, y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return head, scale
+
+
+def test_heads_trained_together_train_as_each_alone():
+    from poisondiff_lite.victims import HEAD_LOGIT_SCALE, HeadConfig, head_logits, train_heads
+
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(300, 16, generator=gen) + torch.arange(300)[:, None] % 5 * 0.3
+    labels = torch.arange(300) % 5
+    cfg = HeadConfig(epochs=4, batch_size=64)  # 300 / 64: the last batch is short
+    seeds = [3, 11, 7]
+    together = train_heads(features, labels, 5, cfg, seeds)
+    probe = torch.randn(40, 16, generator=gen)
+    for seed, head in zip(seeds, together):
+        alone, scale = _one_head_alone(features, labels, 5, cfg, seed)
+        assert head.feature_scale == float(scale)
+        assert torch.allclose(head.weight, alone.weight, atol=1e-5) and torch.allclose(head.bias, alone.bias, atol=1e-5)
+        expected = alone(probe / scale) * HEAD_LOGIT_SCALE
+        assert torch.allclose(head_logits(head, probe), expected, atol=1e-4)
+    assert not torch.allclose(together[0].weight, together[1].weight)  # the seeds do differ
