@@ -97,6 +97,12 @@ class AttackConfig(ConfigDict):
             raise InvalidChoiceError(f"budget is a fraction of the training set in (0, 1), got {self.budget}")
         if self.num_poisons is not None:
             check_positive("num_poisons", self.num_poisons, integer=True)
+            default = next(f.default for f in dataclasses.fields(self) if f.name == "budget")
+            if self.budget != default:  # one of them would be ignored without a word
+                raise InvalidChoiceError(
+                    f"give the poisons as a budget or as a number, not both (budget {self.budget}, num_poisons "
+                    f"{self.num_poisons}); drop one of them"
+                )
         check_positive("steps", self.steps, integer=True)
         check_positive("restarts", self.restarts, integer=True)
         check_positive("step_size", self.step_size)
@@ -109,6 +115,8 @@ class AttackConfig(ConfigDict):
         FC as in the poisoning benchmark's transfer setting (25 poisons, ε 8/255, frozen features + linear head)."""
         check_choice("attack", name, ATTACKS)
         base = dict(eps=8 / 255, num_poisons=25, steps=500, restarts=1, setting="transfer") if name == "fc" else {}
+        if "budget" in overrides and "num_poisons" not in overrides:
+            base.pop("num_poisons", None)  # an explicit budget wins over the preset's poison count
         return cls(name=name, **{**base, **overrides})
 
     @classmethod

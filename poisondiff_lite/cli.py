@@ -168,6 +168,8 @@ def _study(args: argparse.Namespace) -> int:
 
     if args.full and args.lab:
         raise PoisonDiffError("choose one of --full and --lab")
+    if args.budget is not None and args.poisons is not None:
+        raise PoisonDiffError("choose one of --budget and --poisons (a fraction of the training set, or a number)")
     overrides = {
         k: v
         for k, v in (
@@ -178,6 +180,8 @@ def _study(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
+    if args.budget is not None:
+        overrides["num_poisons"] = None  # the budget asked for wins over a preset's poison count
     if args.eps is not None:
         check_positive("eps (in pixel levels)", args.eps)
         overrides["eps"] = args.eps / 255

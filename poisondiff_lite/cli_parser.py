@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--seed", type=int, default=None, help="seed of the first clean run")
     met.add_argument("--target-class", default="0", help="class whose EPA buckets give the targets (name or index)")
     met.add_argument("--per-bucket", type=int, default=10, help="targets per EPA bucket")
-    met.add_argument("--indices", type=int, nargs="*", default=None, help="explicit test indices instead of buckets")
+    met.add_argument("--indices", type=int, nargs="+", default=None, help="explicit test indices instead of buckets")
     met.add_argument("--poison-class", nargs="*", default=["all"], help='poison classes (names or indices) or "all"')
     met.add_argument("--last-layer", action="store_true", help="δ and τ over the last layer only")
     met.add_argument("--tau-batches", type=int, default=50, help="batches estimating g(D_c; w_p)")

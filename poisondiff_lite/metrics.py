@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import math
+
 import numpy as np
 
 from .errors import InvalidChoiceError, check_positive
@@ -70,7 +72,7 @@ def _check_scores(values: np.ndarray, what: str, *, unit: bool = True) -> np.nda
     return values
 
 
-def epa(preds: np.ndarray, labels: np.ndarray, *, burn_in: int = 0) -> np.ndarray:
+def epa(preds: np.ndarray, labels: np.ndarray, *, burn_in: int = 0, num_classes: int | None = None) -> np.ndarray:
     """Ergodic prediction accuracy: the fraction of all M x N checkpoints whose argmax equals the true label.
 
     ``EPA(x) = 1/(M N) sum_m sum_n 1[argmax f(x; theta_{m,n}) = y]``, every epoch end counted (``burn_in`` drops the
@@ -79,20 +81,28 @@ def epa(preds: np.ndarray, labels: np.ndarray, *, burn_in: int = 0) -> np.ndarra
     Parameters
     ----------
     preds : predicted classes, ``(M, N, E)`` or ``(K, E)``.
-    labels : true labels ``(E,)``.
+    labels : true labels ``(E,)``: whole class indices, checked against `num_classes` when it is given (a label
+        no model can predict would give EPA 0 without a word).
 
     Returns
     -------
     ``(E,)`` float64 in [0, 1], quantised in steps of ``1 / (M (N - burn_in))``.
     """
-    return _share_correct(_check_predictions(_checkpoints(preds, burn_in)), labels)
+    return _share_correct(_check_predictions(_checkpoints(preds, burn_in), num_classes), labels, num_classes)
 
 
-def _share_correct(flat: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """EPA of checked ``(checkpoints, E)`` predictions."""
+def _share_correct(flat: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
+    """EPA of checked ``(checkpoints, E)`` predictions, after checking the labels."""
     labels = np.asarray(labels)
     if labels.shape != (flat.shape[1],):
         raise InvalidChoiceError(f"labels must have shape ({flat.shape[1]},), got {labels.shape}")
+    if labels.size:
+        whole = labels.dtype.kind in "iub" or (np.isfinite(labels).all() and (labels == np.round(labels)).all())
+        upper = num_classes if num_classes is not None else math.inf
+        if not whole or labels.min() < 0 or labels.max() >= upper:
+            bound = f"[0, {num_classes})" if num_classes is not None else "[0, ...)"
+            got = f"from {labels.min()} to {labels.max()}" if whole else "NaN, inf or fractions"
+            raise InvalidChoiceError(f"labels must be whole class indices in {bound}; got {got}")
     return (flat == labels[None, :]).mean(axis=0)
 
 
@@ -205,7 +215,7 @@ def trajectory_metrics(traj) -> dict[str, np.ndarray]:
     flat = _check_predictions(_checkpoints(done.preds), done.num_classes)  # checked once for EPA and DPS
     score, dominant = _dominant(_vote_counts(flat, done.num_classes))
     return {
-        "epa": _share_correct(flat, done.labels),
+        "epa": _share_correct(flat, done.labels, done.num_classes),
         "soft_epa": soft_epa(done.true_prob),
         "dps": score,
         "dominant": dominant,

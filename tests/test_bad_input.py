@@ -49,6 +49,14 @@ LABELS = np.array([0, 1, 0])
         (lambda: epa(np.array([[0.0, np.nan, 0.0]]), LABELS), ("whole class indices",)),
         (lambda: epa(np.array([[0.5, 1.0, 0.0]]), LABELS), ("whole class indices",)),
         (lambda: epa(np.array([[0, 1, 0], [-1, -1, -1]]), LABELS), ("unfinished runs", "-1")),
+        (lambda: epa(np.array([[0, 1, 0]]), np.array([0, -1, 0])), ("labels", "whole class indices")),
+        (lambda: epa(np.array([[0, 1, 0]]), np.array([0.0, np.nan, 0.0])), ("labels", "NaN")),
+        (lambda: epa(np.array([[0, 1, 0]]), np.array([0, 99, 0]), num_classes=10), ("labels", "[0, 10)")),
+        (lambda: AttackConfig(budget=0.05, num_poisons=30), ("budget", "num_poisons", "drop one")),
+        (
+            lambda: pdl.StudyConfig.quick(attacks=(AttackConfig.quick("gm"), AttackConfig.quick("gm"))),
+            ("GM", "listed twice"),
+        ),
         (lambda: soft_epa(np.array([[7.0, 0.5, 0.1]])), ("[0, 1]",)),
         (lambda: soft_epa(np.array([[np.nan, 0.5, 0.1]])), ("NaN",)),
         (lambda: select_targets(np.array([np.nan, 0.5, 0.1, 0.3]), np.zeros(4, int), 0, per_bucket=1), ("NaN",)),
@@ -85,6 +93,14 @@ def test_class_lists_are_checked(toy_bundle, classes, words):
 #  images
 # -----------------------------------------------------------------------------------------------------------------
 IMAGE = torch.randint(0, 256, (3, 16, 16), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("labels", [[0, 99], [0, -1], [0.0, float("nan")], [0, 1.5]])
+def test_distance_matrix_refuses_labels_the_model_has_no_class_for(net, labels):
+    batch = IMAGE[None].expand(2, -1, -1, -1)
+    _raises(
+        lambda: distance_matrix(net, batch, np.array(labels), device="cpu", show_progress=False), "labels", "[0, 4)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,9 @@ def test_zero_is_not_the_default(argv, message, tmp_path, capsys):
         (["study", "--stack", "0"], "stack must be > 0"),
         (["study", "--lab", "--full"], "choose one of --full and --lab"),
         (["study", "--lab", "--dataset", "tinyimagenet", "--victims", "0"], "victims must be > 0"),
+        (["study", "--attacks", "gm", "gm"], "GM listed twice"),
+        (["study", "--lab", "--attacks", "fc", "fc"], "FC listed twice"),
+        (["study", "--budget", "0.05", "--poisons", "30"], "choose one of --budget and --poisons"),
     ],
 )
 def test_cli_study_bad_input_is_one_line(argv, message, capsys, tmp_path):
@@ -120,3 +123,32 @@ def test_tutorial_console_shows_the_notebooks_not_kernel_warnings(tmp_path, capf
     assert main(["tutorial", "--notebooks", str(folder), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     out, err = capfd.readouterr()
     assert "[1/1] 00_tiny.ipynb" in out and "without encryption" not in err + out
+
+
+@pytest.mark.parametrize(
+    "argv, train_size, poisons",
+    [
+        (["study", "--attacks", "fc", "--budget", "0.05"], 5000, 250),  # FC's preset count (25) gives way
+        (["study", "--lab", "--transfer", "--attacks", "fc", "--budget", "0.05"], 5000, 250),
+        (["study", "--lab", "--dataset", "tinyimagenet", "--budget", "0.05"], 1000, 50),  # the preset's 25 gives way
+        (["study", "--attacks", "fc", "--poisons", "30"], 5000, 30),
+    ],
+)
+def test_cli_budget_asked_for_is_the_budget_crafted(argv, train_size, poisons, monkeypatch, tmp_path):
+    import poisondiff_lite.study as study_module
+
+    seen = []
+
+    def stop_after_seeing(config, **kwargs):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study_module, "run_study", stop_after_seeing)
+    assert main(argv + ["--out", str(tmp_path / "s.csv"), "--no-progress"]) == 130
+    assert [a.count(train_size) for a in seen[0].attacks] == [poisons] * len(seen[0].attacks)
+
+
+def test_cli_metrics_indices_without_a_value_is_refused(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["metrics", "--indices"])
+    assert stop.value.code == 2 and "--indices" in capsys.readouterr().err
