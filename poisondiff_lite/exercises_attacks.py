@@ -107,7 +107,7 @@ def _goldfish(*, labels) -> int:
 
 @exercise(
     "06.2",
-    "Which EPA bucket had the highest mean ASR for gradient matching on TinyImageNet?",
+    "Which target group (EPA bucket or δ group) had the highest mean ASR for gradient matching on TinyImageNet?",
     "`tiny_result.by_bucket()`: compare the GM rows' mean_asr.",
     compare=one_of,
 )
