@@ -68,15 +68,8 @@ def test_cli_speed_options_reach_the_recipe_but_not_the_experiment(monkeypatch, 
     assert seen[1].train.compile == "reduce-overhead" and seen[1].key() == seen[0].key()
 
 
-@pytest.mark.parametrize(
-    "argv, preset",
-    [
-        (["study", "--lab"], lambda: pdl.StudyConfig.lab("cifar10", "scratch")),
-        (["study", "--lab", "--transfer"], lambda: pdl.StudyConfig.lab("cifar10", "transfer")),
-    ],
-)
-def test_cli_lab_runs_exactly_the_preset(argv, preset, monkeypatch, tmp_path):
-    """`poisondiff study --lab` is the command in the shipped studies' provenance: it must make the preset's study."""
+def studies_asked_for(monkeypatch) -> list:
+    """The configs `poisondiff study` hands to `run_study`, which stops there (KeyboardInterrupt: exit 130)."""
     import poisondiff_lite.study as study_module
 
     seen = []
@@ -86,6 +79,19 @@ def test_cli_lab_runs_exactly_the_preset(argv, preset, monkeypatch, tmp_path):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(study_module, "run_study", stop_after_seeing)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "argv, preset",
+    [
+        (["study", "--lab"], lambda: pdl.StudyConfig.lab("cifar10", "scratch")),
+        (["study", "--lab", "--transfer"], lambda: pdl.StudyConfig.lab("cifar10", "transfer")),
+    ],
+)
+def test_cli_lab_runs_exactly_the_preset(argv, preset, monkeypatch, tmp_path):
+    """`poisondiff study --lab` is the command in the shipped studies' provenance: it must make the preset's study."""
+    seen = studies_asked_for(monkeypatch)
     assert main(argv + ["--out", str(tmp_path / "s.csv"), "--no-progress"]) == 130
     assert seen[0].key() == preset().key()
     assert main(argv + ["--attacks", "gm", "--out", str(tmp_path / "s.csv"), "--no-progress"]) == 130
@@ -135,15 +141,7 @@ def test_tutorial_console_shows_the_notebooks_not_kernel_warnings(tmp_path, capf
     ],
 )
 def test_cli_budget_asked_for_is_the_budget_crafted(argv, train_size, poisons, monkeypatch, tmp_path):
-    import poisondiff_lite.study as study_module
-
-    seen = []
-
-    def stop_after_seeing(config, **kwargs):
-        seen.append(config)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(study_module, "run_study", stop_after_seeing)
+    seen = studies_asked_for(monkeypatch)
     assert main(argv + ["--out", str(tmp_path / "s.csv"), "--no-progress"]) == 130
     assert [a.count(train_size) for a in seen[0].attacks] == [poisons] * len(seen[0].attacks)
 
