@@ -28,6 +28,18 @@ def _fast(train, args: argparse.Namespace):
     return dataclasses.replace(train, compile=args.compile, stack=args.stack)
 
 
+OUT_FIX = "choose another --out, or fix the folder's permissions"
+
+
+def _check_out(path: str) -> Path:
+    """The --out file, refused now (a folder, a place that cannot be written) rather than after the work."""
+    out = Path(path)
+    if out.is_dir():
+        raise PoisonDiffError(f"--out {out} is a folder. Fix: name a file in it, e.g. {out / 'out.csv'}.")
+    check_writable(out.parent, what="the folder of --out", fix=OUT_FIX)
+    return out
+
+
 KERNEL_QUIET = ["--log-level=ERROR"]  # silences the kernel's "TCP without encryption" warning, once per notebook
 
 
@@ -42,8 +54,7 @@ def _tutorial(args: argparse.Namespace) -> int:
             f"no numbered notebooks found in {args.notebooks}. Fix: run from the project folder or "
             f"pass --notebooks PATH."
         )
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_writable(args.out, what="--out", fix="choose another --out, or fix its permissions")
     parameters = {"QUICK": not args.full, "INTERACTIVE": False}  # no progress bars or widgets in saved notebooks
     if args.device:
         parameters["DEVICE"] = args.device
@@ -83,7 +94,7 @@ def _epa(args: argparse.Namespace) -> int:
 
     config = _trajectory(args, **({"runs": args.runs} if args.runs is not None else {}))
     config = dataclasses.replace(config, train=_fast(config.train, args))
-    check_writable(Path(args.out).parent)  # before the training, not after it
+    _check_out(args.out)  # before the training, not after it
     traj = record_trajectories(
         config,
         data_dir=args.data_dir,
@@ -115,6 +126,7 @@ def _metrics(args: argparse.Namespace) -> int:
     from .metrics_table import target_metrics_csv
     from .record import prepare_data
 
+    _check_out(args.out)
     config = _trajectory(args)
     overrides = {k: v for k, v in (("runs", args.runs), ("seed0", args.seed)) if v is not None}
     overrides["train"] = _fast(config.train, args)
@@ -170,6 +182,7 @@ def _study(args: argparse.Namespace) -> int:
         raise PoisonDiffError("choose one of --full and --lab")
     if args.budget is not None and args.poisons is not None:
         raise PoisonDiffError("choose one of --budget and --poisons (a fraction of the training set, or a number)")
+    _check_out(args.out)  # the table is written after the study: a bad path fails now, not hours later
     overrides = {
         k: v
         for k, v in (

@@ -106,7 +106,9 @@ def target_metrics_csv(
     check_positive("tau_batch_size", tau_batch_size, integer=True)
     tau = TauSettings(tau_batches, tau_batch_size, variant=variant)
     check_positive("per_bucket", per_bucket)
-    check_writable(Path(out).parent)
+    check_writable(
+        Path(out).parent, what="the folder of out", fix="write the table elsewhere (out=...), or fix its permissions"
+    )
     data = prepare_data(config, data, data_dir=data_dir, download=download)
     if poison_classes is not None:
         poison_classes = list(check_classes("poison classes", poison_classes, data.num_classes))

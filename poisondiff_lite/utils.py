@@ -185,6 +185,8 @@ def _umask() -> int:
 
 
 def _unwritable(path: Path, exc: OSError) -> ResultsFileError:
+    if isinstance(exc, IsADirectoryError) or path.is_dir():
+        return ResultsFileError(f"{path} is a folder, not a file. Fix: name a file, e.g. {path / 'out.csv'}.")
     return ResultsFileError(
         f"could not write {path} ({exc.strerror or exc}). Fix: free disk space or choose a "
         f"writable results folder (--results-dir / POISONDIFF_RESULTS); work already saved is "
@@ -192,19 +194,22 @@ def _unwritable(path: Path, exc: OSError) -> ResultsFileError:
     )
 
 
-def check_writable(folder: str | os.PathLike) -> Path:
-    """Create `folder` if needed and make sure files can be written in it, before any long computation starts."""
+RESULTS_FIX = "choose another with --results-dir / POISONDIFF_RESULTS / RESULTS_DIR, or fix its permissions"
+
+
+def check_writable(folder: str | os.PathLike, *, what: str = "the results folder", fix: str = RESULTS_FIX) -> Path:
+    """Create `folder` if needed and make sure files can be written in it, before any long computation starts.
+
+    `what` names the folder and `fix` the way to change it, in the words of the caller (a CLI option, a parameter)."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ResultsFileError(f"{what} {folder} is a file, not a folder. Fix: {fix}.")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise ResultsFileError(
-            f"the results folder {folder} is not writable ({exc.strerror or exc}). Fix: choose "
-            f"another with --results-dir / POISONDIFF_RESULTS / RESULTS_DIR, or fix its "
-            f"permissions."
-        ) from None
+        raise ResultsFileError(f"{what} {folder} is not writable ({exc.strerror or exc}). Fix: {fix}.") from None
     return folder
 
 

@@ -150,3 +150,21 @@ def test_cli_metrics_indices_without_a_value_is_refused(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["metrics", "--indices"])
     assert stop.value.code == 2 and "--indices" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["epa"], ["metrics"], ["study"]])
+def test_cli_out_is_checked_before_any_work_and_names_a_fix_the_command_has(command, tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out, words in ((tmp_path, ("is a folder", "name a file")), (a_file / "t.csv", ("is a file", "--out"))):
+        assert main([*command, "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and all(w in err for w in words) and "--results-dir" not in err, err
+
+
+def test_tutorial_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert main(["tutorial", "--out", str(a_file), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a file, not a folder" in err and "--out" in err, err
