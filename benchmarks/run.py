@@ -30,7 +30,10 @@ import argparse
 import dataclasses
 import datetime as dt
 import math
+import os
 import platform
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -240,10 +243,6 @@ FAST_LINE = "train fast network"  # the start of the fast-net line's job name: t
 def time_tutorial(data_dir: str | None) -> tuple[float, dict[str, float]]:
     """Wall time of ``poisondiff tutorial`` (quick mode) as a new user runs it: a fresh results folder and a fresh
     decoded-image cache, nothing carried over; also each notebook's time as the command prints it."""
-    import os
-    import re
-    import subprocess
-
     with tempfile.TemporaryDirectory(prefix="poisondiff-tutorial-") as tmp:
         env = {
             **os.environ,

@@ -54,7 +54,7 @@ def _tutorial(args: argparse.Namespace) -> int:
             f"no numbered notebooks found in {args.notebooks}. Fix: run from the project folder or "
             f"pass --notebooks PATH."
         )
-    out_dir = check_writable(args.out, what="--out", fix="choose another --out, or fix its permissions")
+    out_dir = check_writable(args.out, what="--out", fix=OUT_FIX)
     parameters = {"QUICK": not args.full, "INTERACTIVE": False}  # no progress bars or widgets in saved notebooks
     if args.device:
         parameters["DEVICE"] = args.device

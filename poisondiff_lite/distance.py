@@ -27,6 +27,7 @@ from torch.func import functional_call, grad, vmap
 
 from .data import check_images, to_unit
 from .errors import InvalidChoiceError, check_choice, check_positive
+from .metrics import check_labels
 from .utils import eval_mode, get_device, progress
 
 
@@ -323,9 +324,7 @@ def distance_matrix(
         for c in classes:
             if not 0 <= c < num_classes:
                 raise InvalidChoiceError(f"poison class {c} is not in [0, {num_classes})")
-        bad = [int(v) if float(v).is_integer() else v for v in labels_np if not (0 <= v < num_classes and v == int(v))]
-        if bad:  # a label the model has no class for would make every pair a poison-class pair
-            raise InvalidChoiceError(f"labels must be class indices in [0, {num_classes}); got {bad[:5]}")
+        check_labels(labels_np, num_classes)
         pairs = [(t, c) for t in range(len(xs)) for c in classes if c != labels_np[t]]
         shape = (len(xs), num_classes)
         out = {k: np.full(shape, np.nan) for k in ("step", "grad_norm", "distance")}

@@ -6,9 +6,8 @@ or ``(K, E)`` for K checkpoints in any order. Definitions: arXiv 2509.06896 (EPA
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -91,19 +90,26 @@ def epa(preds: np.ndarray, labels: np.ndarray, *, burn_in: int = 0, num_classes:
     return _share_correct(_check_predictions(_checkpoints(preds, burn_in), num_classes), labels, num_classes)
 
 
-def _share_correct(flat: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
-    """EPA of checked ``(checkpoints, E)`` predictions, after checking the labels."""
+def check_labels(labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
+    """True labels as whole class indices in ``[0, num_classes)`` (``[0, ...)`` when unknown): a label no model can
+    predict (99, -1, NaN, 1.5) would give EPA 0 or make every pair a poison-class pair without a word."""
     labels = np.asarray(labels)
-    if labels.shape != (flat.shape[1],):
-        raise InvalidChoiceError(f"labels must have shape ({flat.shape[1]},), got {labels.shape}")
     if labels.size:
-        whole = labels.dtype.kind in "iub" or (np.isfinite(labels).all() and (labels == np.round(labels)).all())
+        whole = labels.dtype.kind in "iub" or bool(np.isfinite(labels).all() and (labels == np.round(labels)).all())
         upper = num_classes if num_classes is not None else math.inf
         if not whole or labels.min() < 0 or labels.max() >= upper:
             bound = f"[0, {num_classes})" if num_classes is not None else "[0, ...)"
             got = f"from {labels.min()} to {labels.max()}" if whole else "NaN, inf or fractions"
             raise InvalidChoiceError(f"labels must be whole class indices in {bound}; got {got}")
-    return (flat == labels[None, :]).mean(axis=0)
+    return labels
+
+
+def _share_correct(flat: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
+    """EPA of checked ``(checkpoints, E)`` predictions, after checking the labels."""
+    labels = np.asarray(labels)
+    if labels.shape != (flat.shape[1],):
+        raise InvalidChoiceError(f"labels must have shape ({flat.shape[1]},), got {labels.shape}")
+    return (flat == check_labels(labels, num_classes)[None, :]).mean(axis=0)
 
 
 def soft_epa(true_prob: np.ndarray, *, burn_in: int = 0) -> np.ndarray:

@@ -68,7 +68,8 @@ class StudyConfig(ConfigDict):
         object.__setattr__(self, "buckets", tuple(self.buckets))
         if not self.attacks:
             raise InvalidChoiceError(f"a study needs at least one attack; choose from {', '.join(ATTACKS)}")
-        twice = sorted({a.label for a in self.attacks if sum(attack_id(b) == attack_id(a) for b in self.attacks) > 1})
+        ids = [attack_id(a) for a in self.attacks]
+        twice = sorted({a.label for a, ident in zip(self.attacks, ids) if ids.count(ident) > 1})
         if twice:  # the same victims would be trained and logged twice
             raise InvalidChoiceError(f"attack(s) {', '.join(twice)} listed twice, same settings; list each once")
         for bucket in self.buckets:

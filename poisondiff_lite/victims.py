@@ -15,8 +15,8 @@ a binomial (Wilson) interval; the victims' clean test accuracy is reported next 
 from __future__ import annotations
 
 import dataclasses
-import math
 import json
+import math
 import os
 import time
 import warnings
