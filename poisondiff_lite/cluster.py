@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,6 +154,16 @@ def transfer_victims_task(
     return out
 
 
+def _share(client, value: Any, *, broadcast: bool = True):
+    """Send `value` to the workers under a key of its own: one future (a dict is not split into a future per key).
+
+    Dask keeps one value per key for the whole cluster: a dict scattered as is would live under keys like
+    ``'train'``, and a second study on the same cluster would silently read the first one's features.
+    """
+    [future] = client.scatter([value], broadcast=broadcast, hash=False)
+    return future
+
+
 # ---------------------------------------------------------------------------------------------------------------
 #  the driver
 # ---------------------------------------------------------------------------------------------------------------
@@ -179,9 +190,10 @@ def run_plan_on_client(
     from .study_config import attack_id, baseline_id
 
     config = plan.config
-    data_f = client.scatter(data, broadcast=True)
-    model_f = client.scatter(copy.deepcopy(surrogate).cpu(), broadcast=True)
-    features_f = client.scatter(features, broadcast=True) if features is not None else None
+    run = uuid.uuid4().hex[:8]  # in every key: a cluster keeps one value per key, shared by all its clients
+    data_f = _share(client, data)
+    model_f = _share(client, copy.deepcopy(surrogate).cpu())
+    features_f = _share(client, features) if features is not None else None
     recipe = config.victim_recipe
     victims: dict[Any, tuple[Any, int]] = {}  # victim future -> (rows builder, victims it carries)
     craftings: dict[Any, Path] = {}  # crafting future -> where its poisons are saved
@@ -199,7 +211,7 @@ def run_plan_on_client(
                     seed,
                     target_rows,
                     device,
-                    key=f"victim-{name}-{seed}",
+                    key=f"victim-{name}-{seed}-{run}",
                     retries=RETRIES,
                 )
                 for seed in todo
@@ -217,7 +229,7 @@ def run_plan_on_client(
                     config.head,
                     todo,
                     device,
-                    key=f"heads-{name}",
+                    key=f"heads-{name}-{run}",
                     retries=RETRIES,
                 )
             ]
@@ -233,7 +245,7 @@ def run_plan_on_client(
         path = poison_dir / f"{name}.pt"
         if path.exists():
             poisons = Poisons.load(path, data.train.images)
-            poisons_f = client.scatter(poisons)
+            poisons_f = _share(client, poisons, broadcast=False)
             rows = plan.attack_rows(target, attack, poisons.final_loss)
         else:
             poisons_f = client.submit(
@@ -245,7 +257,7 @@ def run_plan_on_client(
                 data_f,
                 config.crafting_seed + target["index"],
                 device,
-                key=f"craft-{name}",
+                key=f"craft-{name}-{run}",
                 retries=RETRIES,
             )
             craftings[poisons_f] = path

@@ -64,9 +64,12 @@ def test_cluster_study_equals_the_serial_study(tmp_path, toy_bundle, client):
         )
     finally:
         torch.set_num_threads(threads)
+    # another study on the same cluster holds its own data under the names a study's features have
+    foreign = client.scatter({name: torch.zeros(1) for name in ("train", "test", "targets")}, broadcast=True)
     distributed = study.run_study(
         config, data=toy_bundle, device="cpu", results_dir=tmp_path / "cluster", show_progress=False, client=client
     )
+    del foreign
     assert len(_keys(distributed.rows)) == len(set(_keys(distributed.rows))) == len(serial.rows) == 16
     _same(_outcomes(distributed.rows), _outcomes(serial.rows))
     saved = sorted(p.name for p in (distributed.path / "poisons").glob("*.pt"))
@@ -75,6 +78,34 @@ def test_cluster_study_equals_the_serial_study(tmp_path, toy_bundle, client):
         a = torch.load(distributed.path / "poisons" / name)["images"].int()
         b = torch.load(serial.path / "poisons" / name)["images"].int()
         assert (a - b).abs().max() <= 1 and (a != b).float().mean() < 0.01
+
+
+def test_two_studies_on_one_cluster_share_no_key(tmp_path, toy_bundle, client, monkeypatch):
+    """Dask answers a task or a scatter whose key it already holds with the value it holds: a second study (other
+    data, model or epochs) must never reuse a key of the first, even for the same target and attack."""
+    keys = []
+    real_submit, real_scatter = client.submit, client.scatter
+
+    def submit(*args, **kwargs):
+        future = real_submit(*args, **kwargs)
+        keys[-1].append(future.key)
+        return future
+
+    def scatter(*args, **kwargs):
+        futures = real_scatter(*args, **kwargs)
+        keys[-1].extend(f.key for f in (futures.values() if isinstance(futures, dict) else futures))
+        return futures
+
+    monkeypatch.setattr(client, "submit", submit)
+    monkeypatch.setattr(client, "scatter", scatter)
+    config = tiny_config(victims=1)
+    for name in ("first", "second"):
+        keys.append([])
+        study.run_study(
+            config, data=toy_bundle, device="cpu", results_dir=tmp_path / name, show_progress=False, client=client
+        )
+    first, second = keys
+    assert len(first) == len(second) > 3 and not set(first) & set(second)
 
 
 def test_worker_threads_follow_the_dask_thread_count(client):
