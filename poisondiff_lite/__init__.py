@@ -43,7 +43,15 @@ from .errors import (
     PoisonDiffError,
     ResultsFileError,
 )
-from .utils import check_flag, get_device, resolve_quick, resolve_results_dir, seed_everything, short_errors
+from .utils import (
+    check_flag,
+    exercise_results_dir,
+    get_device,
+    resolve_quick,
+    resolve_results_dir,
+    seed_everything,
+    short_errors,
+)
 from . import exercises
 from .version import __version__  # noqa: F401  (pdl.__version__)
 
@@ -129,6 +137,7 @@ __all__ = [
     "get_device",
     "resolve_quick",
     "resolve_results_dir",
+    "exercise_results_dir",
     "seed_everything",
     "short_errors",
 ]

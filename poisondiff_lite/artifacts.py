@@ -172,23 +172,26 @@ def authors_comparison(studies: list[StudyResults]) -> list[dict[str, Any]]:
 def pooled_correlations(studies: list[StudyResults], metric: str = "epa") -> list[dict[str, Any]]:
     """Pearson(metric, ASR) per (dataset, attack) over all targets of all studies that ran that same attack, with its
     permutation p-value and the authors' value. Attacks that share a label but differ in a setting (e.g. FC at two ε)
-    are pooled apart, their labels extended by what differs."""
-    pooled: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    are pooled apart, their labels extended by what differs. Budget sweeps are left out (a few targets at each
+    budget), and a target attacked by the same attack in two studies counts once (the first study's outcome)."""
+    pooled: dict[tuple[str, str], dict[int, tuple[float, float]]] = {}
     labels: dict[tuple[str, str], str] = {}
     configs: dict[str, Any] = {}
     for s in studies:
+        if s.is_sweep():
+            continue
         configs.update({attack_id(a): a for a in s.config.attacks})
         for r in s.per_target():
             if r["label"].startswith("no attack"):
                 continue
             key = (s.config.trajectory.dataset, r["attack"])
-            pooled.setdefault(key, []).append((r[metric], r["asr"]))
+            pooled.setdefault(key, {}).setdefault(int(r["index"]), (r[metric], r["asr"]))
             labels[key] = r["label"]
     shown = distinct_labels(labels, configs)
     rows = []
     for key, pairs in sorted(pooled.items(), key=lambda item: (item[0][0], shown[item[0]])):
         dataset, label = key[0], labels[key]
-        x, y = np.array(pairs).T
+        x, y = np.array(list(pairs.values())).T
         authors = reference.CIFAR10_CORRELATIONS.get(label, {}).get(metric) if dataset == "cifar10" else None
         rows.append(
             {
@@ -233,18 +236,33 @@ def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) 
         ident = attack_id(attack)
         mine = {r["bucket"]: r for r in buckets if r["attack"] == ident}
         present = [b for b in BUCKETS if b in mine]  # a study still running may lack some buckets
+        present = present or list(mine)  # a study without EPA buckets: its δ or τ groups
         if not present:
             continue
         base = {r["bucket"]: r["mean_asr"] for r in buckets if r["attack"] == baseline_id(attack.setting)}
         easy, hard = mine[present[0]], mine[present[-1]]
         c = correlations[(ident, metric)]
         label = study.label(ident)
+
+        def group(name: str) -> str:
+            return f"{name}-EPA bucket" if name in BUCKETS else f"{name} group"
+
+        def asr(row: dict[str, Any]) -> str:
+            return f"{row['mean_asr']:.2f} [{row['pooled_low']:.2f}, {row['pooled_high']:.2f}]"
+
+        if len(present) == 1:
+            compared = (
+                f"mean ASR {asr(easy)} in the only group attacked, the {group(present[0])} "
+                f"(no attack: {format_number(base.get(present[0], np.nan), '.2f')}): nothing to compare it with"
+            )
+        else:
+            compared = (
+                f"mean ASR {asr(easy)} in the {group(present[0])} against {asr(hard)} in the {group(present[-1])} "
+                f"(no attack: {format_number(base.get(present[0], np.nan), '.2f')} "
+                f"and {format_number(base.get(present[-1], np.nan), '.2f')})"
+            )
         text = (
-            f"{label}: mean ASR {easy['mean_asr']:.2f} [{easy['pooled_low']:.2f}, {easy['pooled_high']:.2f}] "
-            f"in the {present[0]}-EPA bucket against {hard['mean_asr']:.2f} [{hard['pooled_low']:.2f}, "
-            f"{hard['pooled_high']:.2f}] in the {present[-1]} one "
-            f"(no attack: {format_number(base.get(present[0], np.nan), '.2f')} "
-            f"and {format_number(base.get(present[-1], np.nan), '.2f')}); "
+            f"{label}: {compared}; "
             f"Spearman({c['metric_label']}, ASR) = {format_number(c['spearman'], '+.2f')} "
             f"(permutation p = {format_number(c['spearman_p'], '.2g')}), "
             f"AUROC = {format_number(c['auroc'], '.2f')} [{format_number(c['auroc_low'], '.2f')}, "
@@ -252,13 +270,21 @@ def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) 
             f"over {c['n']} targets, {c['successes']} with ASR >= {study.config.success_threshold:g}."
         )
         peak = max(present, key=lambda b: mine[b]["mean_asr"])
-        if peak not in (present[0], present[-1]) and mine[peak]["mean_asr"] > easy["mean_asr"]:
+        if peak in BUCKETS and peak not in (present[0], present[-1]) and mine[peak]["mean_asr"] > easy["mean_asr"]:
             text += (
                 f" The highest mean ASR is in the {peak} bucket ({mine[peak]['mean_asr']:.2f}): not monotone in EPA."
             )
         rho, p = c["spearman"], c["spearman_p"]
         if not np.isfinite(rho):
-            verdict = "No correlation can be computed (ASR or the metric is constant)."
+            values = [r for r in study.per_target() if r["attack"] == ident]
+            why = (
+                "fewer than two targets"
+                if len(values) < 2
+                else f"every target has ASR {values[0]['asr']:.2f}"
+                if len({r["asr"] for r in values}) == 1
+                else f"every target has the same {c['metric_label']}"
+            )
+            verdict = f"No correlation can be computed ({why})."
         elif p >= alpha:
             verdict = f"The relation is not significant at the {alpha:.0%} level."
         elif rho < 0:

@@ -149,6 +149,11 @@ def poisoning_distance(
 # -----------------------------------------------------------------------------------------------------------------
 #  many (target, class) pairs in lockstep with torch.func
 # -----------------------------------------------------------------------------------------------------------------
+def auto_method(device: torch.device | str) -> str:
+    """What ``distance_matrix(method="auto")`` runs on `device`: ``"batched"`` on a GPU, ``"loop"`` elsewhere."""
+    return "batched" if get_device(device).type == "cuda" else "loop"
+
+
 @dataclass
 class DistanceMatrix:
     """δ for targets x poison classes; entries where the class is the target's own label are NaN."""
@@ -309,7 +314,7 @@ def distance_matrix(
     check_choice("method", method, ("auto", "batched", "loop"))
     device = get_device(device)
     if method == "auto":
-        method = "batched" if device.type == "cuda" else "loop"
+        method = auto_method(device)
     model.to(device)
     with eval_mode(model):
         xs = to_unit(check_images(images, "the target images"), device)

@@ -80,15 +80,15 @@ def _ship_closer(*, experiment, targets) -> int:
 
 @exercise(
     "05.5",
-    "AUROC of EPA for FC by counting (success, failure) pairs (success: ASR ≥ 0.5; ties count 1/2)?",
-    "Over every pair of one successful and one failed FC target, count 1 when the successful one has the lower EPA "
-    "and 1/2 for equal EPA; divide by the number of pairs.",
+    "AUROC of EPA for FC by counting (hijacked, never hijacked) pairs (hijacked: ASR > 0; ties count 1/2)?",
+    "Over every pair of one FC target hijacked by at least one victim and one never hijacked, count 1 when the "
+    "hijacked one has the lower EPA and 1/2 for equal EPA; divide by the number of pairs.",
     compare=within(1e-6),
 )
 def _auroc_by_pairs(*, result) -> float:
     rows = _rows_of(result.per_target(), "fc")
-    wins = [r["epa"] for r in rows if r["asr"] >= result.config.success_threshold]
-    fails = [r["epa"] for r in rows if r["asr"] < result.config.success_threshold]
+    wins = [r["epa"] for r in rows if r["asr"] > 0]
+    fails = [r["epa"] for r in rows if r["asr"] == 0]
     if not wins or not fails:
         return math.nan
     score = sum(1.0 if w < f else 0.5 if w == f else 0.0 for w in wins for f in fails)
@@ -98,21 +98,25 @@ def _auroc_by_pairs(*, result) -> float:
 # ----------------------------------------------------------------------------------------------------------------- 06
 @exercise(
     "06.1",
-    "How many goldfish validation images are there in TinyImageNet?",
-    "TinyImageNet has 50 validation images per class; count `labels == 0` in the validation split.",
+    "How many goldfish validation images did no checkpoint of the clean runs classify correctly (EPA = 0)?",
+    "`scores['epa'][fish]` holds the goldfish's EPA; count the exact zeros.",
 )
-def _goldfish(*, labels) -> int:
-    return int((np.asarray(labels) == 0).sum())
+def _never_right(*, scores, fish) -> int:
+    return int((np.asarray(scores["epa"])[np.asarray(fish)] == 0).sum())
 
 
 @exercise(
     "06.2",
-    "Which target group (EPA bucket or δ group) had the highest mean ASR for gradient matching on TinyImageNet?",
-    "`tiny_result.by_bucket()`: compare the GM rows' mean_asr.",
+    "In the lab study, which EPA bucket gained most from gradient matching over its no-attack baseline?",
+    "`lab.by_bucket()`: per bucket, the GM row's mean_asr minus the no-attack row's mean_asr; take the largest.",
     compare=one_of,
 )
-def _gm_best_bucket(*, result) -> set[str]:
-    return _best_bucket(result, "gm")
+def _gm_best_gain(*, result) -> set[str]:
+    rows = result.by_bucket()
+    base = {r["bucket"]: r["mean_asr"] for r in rows if r["attack"].startswith("none")}
+    gain = {r["bucket"]: r["mean_asr"] - base.get(r["bucket"], 0.0) for r in _rows_of(rows, "gm")}
+    best = max(gain.values())
+    return {b for b, g in gain.items() if math.isclose(g, best)}
 
 
 @exercise(
@@ -130,8 +134,9 @@ def _narrower() -> float:
 
 @exercise(
     "06.4",
-    "Which class are the lowest-EPA goldfish most often confused with (their most frequent dominant class)?",
-    "Take the goldfish of the lowest EPA bucket (`per_bucket` lowest EPA), `scores['dominant']` at them, and the "
+    "Which class are the `per_bucket` lowest-EPA goldfish most often confused with (their most frequent dominant "
+    "class)?",
+    "Sort the goldfish by EPA (a stable sort), take the first `per_bucket`, `scores['dominant']` at them, and the "
     "most frequent value; answer with a class name.",
     compare=one_of,
 )
@@ -145,7 +150,7 @@ def _confused_with(*, scores, fish, classes, per_bucket) -> set[str]:
 
 @exercise(
     "06.5",
-    "How many poisons is BUDGET = 0.05 on the quick TinyImageNet training set?",
+    "How many poisons is BUDGET = 0.05 (5 % of the training set) on the quick TinyImageNet training set?",
     "`AttackConfig.quick('gm', budget=0.05).count(len(tiny.train))`: ⌈budget · N⌉.",
     compare=exactly,
 )

@@ -154,7 +154,7 @@ def _hardest_class(*, scores, classes) -> set[str]:
 
 @exercise(
     "02.3",
-    "Whose 20th-percentile EPA (the start of the p20 bucket) is lower: 'cat' or 'airplane'?",
+    "Whose 20th-percentile EPA (the start of the p20 bucket) is lower: 'cat' or 'airplane' (or 'tie')?",
     "`np.quantile(scores['epa'][scores['labels'] == c], 0.2)` for both classes.",
     compare=one_of,
 )
@@ -166,8 +166,9 @@ def _lower_p20(*, scores, classes) -> set[str]:
         name: float(np.quantile(scores["epa"][scores["labels"] == list(classes).index(name)], 0.2))
         for name in ("cat", "airplane")
     }
-    low = min(p20.values())
-    return {name for name, v in p20.items() if v == low}
+    if p20["cat"] == p20["airplane"]:
+        return {"tie"}
+    return {min(p20, key=p20.get)}
 
 
 @exercise(
@@ -295,14 +296,14 @@ def _sign_at_zero(*, model, points, labels) -> set[str]:
 
 @exercise(
     "04.2",
-    "By what factor does every τ change for C = 10 when switching to the authors' variant?",
-    "τ divides by W(κ): the factor is W((C-1)/e) / W(C - 1/e); `pdl.budget.lambert_denominator` gives both.",
+    "By what factor does every nonzero τ change for C = 100 classes when switching to the authors' variant?",
+    "τ divides by W(κ): the factor is W((C-1)/e) / W(C - 1/e); `scipy.special.lambertw` gives both.",
     compare=within(2e-3),
 )
 def _variant_factor() -> float:
     from .budget import lambert_denominator
 
-    return lambert_denominator(10, "derived") / lambert_denominator(10, "authors")
+    return lambert_denominator(100, "derived") / lambert_denominator(100, "authors")
 
 
 @exercise(

@@ -39,7 +39,14 @@ def prepare_data(
     """Load (or take) the dataset and apply the config's class selection (once: a bundle this function already
     prepared for the same selection is returned as it is)."""
     data = data if data is not None else load_dataset(config.dataset, data_dir, download=download)
-    if config.classes is not None and data.notes.get("prepared_classes") != tuple(config.classes):
+    prepared = data.notes.get("prepared_classes")
+    wanted = tuple(config.classes) if config.classes is not None else None
+    if prepared is not None and prepared != wanted:  # its labels are already renumbered: selecting again is wrong
+        raise InvalidChoiceError(
+            f"this {data.name} bundle holds only classes {list(prepared)}, the experiment needs "
+            f"{'all' if wanted is None else list(wanted)}; pass the data set as loaded (pdl.load_dataset)"
+        )
+    if config.classes is not None and prepared != wanted:
         data = data.select_classes(list(config.classes))
         data = dataclasses.replace(data, notes=dict(data.notes, prepared_classes=tuple(config.classes)))
     return data

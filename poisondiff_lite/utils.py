@@ -115,6 +115,17 @@ def check_flag(name: str, value: Any) -> bool:
     raise InvalidChoiceError(f"{name} must be True or False, got {value!r}")
 
 
+def exercise_results_dir(results_dir: str | os.PathLike | None = None) -> Path:
+    """A new temporary results folder for an exercise: its ``trajectories`` links to the results folder's, so it
+    reads the saved clean experiments, while the studies and tables it writes stay out of the results folder that
+    later notebooks read."""
+    trajectories = resolve_results_dir(results_dir) / "trajectories"
+    trajectories.mkdir(exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="poisondiff-exercise-"))
+    (folder / "trajectories").symlink_to(trajectories.resolve(), target_is_directory=True)
+    return folder
+
+
 def resolve_results_dir(results_dir: str | os.PathLike | None = None) -> Path:
     """Where experiments are saved: the argument, then ``POISONDIFF_RESULTS``, then ``results/`` in the project."""
     if results_dir is not None:

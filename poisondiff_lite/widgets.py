@@ -131,7 +131,12 @@ class TargetView:
         for study in self.studies:
             if study.config.trajectory.dataset != self.traj.config.dataset:
                 continue
-            out += [r for r in study.per_target() if int(r["index"]) == index]
+            name = study.path.name if study.path else "study"  # a lab and a live study may share attack labels
+            out += [
+                {**r, "study": name, "label": f"{r['label']} [{name}]"}
+                for r in study.per_target()
+                if int(r["index"]) == index
+            ]
         return out
 
 
@@ -278,11 +283,14 @@ def explorer(view: TargetView, *, label: int | None = None) -> Any:
 
 
 def target_table(view: TargetView, positions: Sequence[int]) -> list[dict[str, Any]]:
-    """Rows (index, class, EPA, DPS, δ and τ toward the poison class, best ASR) for `format_table`."""
+    """Rows for `format_table`: index, class, EPA, DPS, δ and τ toward the poison class (all from the explored
+    experiment), and the best ASR of any saved attack with its study and the EPA that study measured (a lab study
+    chose its targets by the EPA of its own, longer clean runs)."""
     rows = []
     for pos in positions:
         delta = view.delta(pos)
-        outcomes = view.outcomes(pos)
+        attacked = [r for r in view.outcomes(pos) if not r["label"].startswith("no attack")]
+        best = max(attacked, key=lambda r: r["asr"], default=None)
         rows.append(
             {
                 "index": int(view.traj.indices[pos]),
@@ -291,9 +299,9 @@ def target_table(view: TargetView, positions: Sequence[int]) -> list[dict[str, A
                 "dps": float(view.scores["dps"][pos]),
                 "delta_step": float("nan") if delta is None else float(delta[view.poison_class]),
                 "tau": float("nan") if view.tau(pos) is None else float(view.tau(pos)),
-                "best_asr": max(
-                    (r["asr"] for r in outcomes if not r["label"].startswith("no attack")), default=float("nan")
-                ),
+                "best_asr": float("nan") if best is None else best["asr"],
+                "best_study": "-" if best is None else best["study"],
+                "study_epa": float("nan") if best is None else float(best["epa"]),
             }
         )
     return rows

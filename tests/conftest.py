@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,6 +22,48 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("POISONDIFF_RESULTS", tempfile.mkdtemp(prefix="poisondiff-results-"))
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("MPLBACKEND", "agg")
+    _audit_notebook_kernels(config)
+
+
+AUDIT_LOG = "POISONDIFF_AUDIT_LOG"
+
+
+def _audit_notebook_kernels(config: pytest.Config) -> None:
+    """Every notebook kernel logs the files it opens under the results folder and the EPA it holds (an IPython
+    startup file, tests/kernel_audit.py); this process marks where each cell starts. Read by
+    test_tutorial_consistency.py after the notebooks ran."""
+    if AUDIT_LOG in os.environ:
+        return
+    ipython_dir = Path(tempfile.mkdtemp(prefix="poisondiff-ipython-"))
+    startup = ipython_dir / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    shutil.copy(Path(__file__).with_name("kernel_audit.py"), startup / "00-poisondiff-audit.py")
+    os.environ["IPYTHONDIR"] = str(ipython_dir)
+    os.environ[AUDIT_LOG] = str(ipython_dir / "audit.jsonl")
+    config.pluginmanager.register(_CellMarks(Path(os.environ[AUDIT_LOG])), "poisondiff-cell-marks")
+
+
+class _CellMarks:
+    """Writes ``{"cell": {notebook, index, exercise}}`` before each notebook cell and ``{"cell": null}`` before any
+    other test (a kernel a test starts logs too)."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        cell = getattr(item, "cell", None)
+        mark = None
+        if cell is not None and hasattr(item.parent, "nb"):
+            cells = item.parent.nb.cells
+            position = next(i for i, c in enumerate(cells) if c is cell)
+            exercises = next(
+                (i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## Exercises")),
+                len(cells),
+            )
+            mark = {"notebook": Path(str(item.parent.fspath)).name, "index": position, "exercise": position > exercises}
+        with open(self.log, "a") as f:
+            f.write(json.dumps({"cell": mark}) + "\n")
 
 
 def _data_root() -> Path:
@@ -84,3 +128,5 @@ def pytest_collection_modifyitems(items: list) -> None:
     for item in items:
         if hasattr(item, "output_timeout"):
             item.output_timeout = 60
+    # the checks on what the notebooks did run after the notebooks
+    items.sort(key=lambda item: item.get_closest_marker("after_notebooks") is not None)

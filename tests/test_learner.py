@@ -1,5 +1,6 @@
 """Learner experience: self-checking exercises, the target explorer, the summary's artefacts and plots."""
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -31,6 +32,7 @@ def test_every_notebook_checks_its_exercises_and_has_a_hidden_solution(path):
     assert all(k.startswith(path.name[:2]) for k in keys)
     solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
     assert solutions and all(c.metadata["jupyter"]["source_hidden"] for c in solutions)
+    assert all(c.metadata["jupyter"]["outputs_hidden"] for c in solutions)  # Run All prints no answer in sight
     assert all("assert pdl.exercises.check(" in c.source for c in solutions)
     position = {id(c): i for i, c in enumerate(nb.cells)}
     summary = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "## Summary" in c.source)
@@ -116,12 +118,14 @@ def test_auroc_by_pairs_matches_the_table_and_nan_is_an_answer():
         def per_target(self):
             return self._rows
 
-    rows = [{"attack": "fc-x", "epa": e, "asr": a} for e, a in ((0.1, 1.0), (0.2, 0.0), (0.2, 0.5), (0.9, 0.0))]
-    # successes at EPA 0.1 and 0.2, failures at 0.2 and 0.9: pairs (0.1<0.2) 1, (0.1<0.9) 1, (0.2=0.2) 1/2, (0.2<0.9) 1
-    assert exercises.solution("05.5", result=Study(rows)) == pytest.approx(3.5 / 4)
+    pairs = ((0.1, 1.0), (0.2, 0.0), (0.2, 0.5), (0.9, 0.0), (0.95, 0.25))
+    rows = [{"attack": "fc-x", "epa": e, "asr": a} for e, a in pairs]
+    # hijacked (ASR > 0) at EPA 0.1, 0.2 and 0.95, never at 0.2 and 0.9: 0.1 wins both pairs (2), 0.2 ties one and
+    # wins one (1.5), 0.95 loses both (0): 3.5 of 6 pairs
+    assert exercises.solution("05.5", result=Study(rows)) == pytest.approx(3.5 / 6)
     from poisondiff_lite.stats import auroc
 
-    assert auroc([r["epa"] for r in rows], [r["asr"] >= 0.5 for r in rows]) == pytest.approx(3.5 / 4)
+    assert auroc([r["epa"] for r in rows], [r["asr"] > 0 for r in rows]) == pytest.approx(3.5 / 6)
     failed = Study([{**r, "asr": 0.0} for r in rows])
     assert exercises.check("05.5", float("nan"), quiet=True, result=failed)
     assert not exercises.check("05.5", 0.5, quiet=True, result=failed)
@@ -142,7 +146,16 @@ def test_check_says_right_wrong_and_gives_a_hint(capsys):
 def test_expected_answers_match_independent_values():
     z = 1.959963984540054
     assert exercises.solution("05.1") == pytest.approx(z * z / (2 + z * z))  # Wilson upper end at 0/2
-    assert exercises.solution("04.2") == pytest.approx(1.1010 / 1.7218, abs=2e-3)  # the notes' W table
+
+    def lambert_w(x):  # w e^w = x by bisection: independent of scipy
+        low, high = 0.0, x
+        for _ in range(200):
+            mid = (low + high) / 2
+            low, high = (mid, high) if mid * math.exp(mid) < x else (low, mid)
+        return low
+
+    expected = lambert_w(99 / math.e) / lambert_w(100 - 1 / math.e)  # C = 100
+    assert exercises.solution("04.2") == pytest.approx(expected, abs=1e-6) and abs(expected - 0.777) < 1e-3
     scores = {"epa": np.array([0.9, 0.1, 0.2, 0.8]), "labels": np.array([0, 1, 1, 0])}
     assert exercises.solution("02.2", scores=scores, classes=("a", "b")) == {"b"}
     assert exercises.check("02.2", "B", quiet=True, scores=scores, classes=("a", "b"))  # case does not matter
@@ -235,10 +248,10 @@ def test_explorer_inputs_are_checked(toy_view):
 # -----------------------------------------------------------------------------------------------------------------
 #  the summary's artefacts
 # -----------------------------------------------------------------------------------------------------------------
-def _fake_study(attacks, bucket_asr, dataset="cifar10"):
+def _fake_study(attacks, bucket_asr, dataset="cifar10", first_index=0):
     config = StudyConfig(trajectory=pdl.TrajectoryConfig.quick(dataset), attacks=attacks, victims=2)
     targets, rows = [], []
-    for i, (bucket, wins) in enumerate(bucket_asr.items()):
+    for i, (bucket, wins) in enumerate(bucket_asr.items(), start=first_index):
         targets.append(
             {
                 "key": f"0-1-{i}",
@@ -288,9 +301,14 @@ def test_pooled_correlations_keep_attacks_that_share_a_label_apart():
         (AttackConfig.quick("fc", num_poisons=25, eps=16 / 255),), {"lowest": [1, 1], "highest": [0, 0]}
     )
     tight = _fake_study((AttackConfig.quick("fc", num_poisons=25, eps=8 / 255),), {"lowest": [0, 0], "p80": [0, 1]})
-    again = _fake_study((AttackConfig.quick("fc", num_poisons=25, eps=16 / 255),), {"p40": [1, 0]})  # same attack
-    rows = {r["attack"]: r for r in artifacts.pooled_correlations([loose, tight, again])}
-    assert set(rows) == {"FC (transfer) [eps 16/255]", "FC (transfer) [eps 8/255]"}
+    fc16 = (AttackConfig.quick("fc", num_poisons=25, eps=16 / 255),)
+    again = _fake_study(fc16, {"p40": [1, 0]}, first_index=5)  # the same attack on another target
+    repeat = _fake_study(fc16, {"lowest": [1, 1]})  # ... and on loose's first target again: it counts once
+    sweep = _fake_study(
+        tuple(AttackConfig.quick("fc", num_poisons=n) for n in (25, 50)), {"p20": [1, 0]}, first_index=7
+    )
+    rows = {r["attack"]: r for r in artifacts.pooled_correlations([loose, tight, again, repeat, sweep])}
+    assert set(rows) == {"FC (transfer) [eps 16/255]", "FC (transfer) [eps 8/255]"}  # the sweep left out
     assert rows["FC (transfer) [eps 16/255]"]["targets"] == 3 and rows["FC (transfer) [eps 8/255]"]["targets"] == 2
     assert [r["attack"] for r in artifacts.pooled_correlations([loose])] == ["FC (transfer)"]  # no twin: plain label
 
@@ -306,9 +324,45 @@ def test_bucket_axis_runs_from_easiest_to_hardest():
 
 
 def test_integer_answers_are_checked_exactly_and_missing_data_is_named():
-    labels = [0] * 50 + [1] * 50
-    assert exercises.check("06.1", 50, quiet=True, labels=labels)
-    assert exercises.check("06.1", "50", quiet=True, labels=labels)  # papermill and input() give strings
-    assert not exercises.check("06.1", 50.9, quiet=True, labels=labels)  # was accepted as int(50.9) == 50
-    with pytest.raises(pdl.InvalidChoiceError, match=r"pass labels too, e.g. pdl.exercises.check\('06.1', answer"):
-        exercises.check("06.1", 50)
+    scores, fish = {"epa": np.r_[np.zeros(50), np.full(50, 0.5)]}, np.arange(0, 100, 2)  # 25 of the fish at EPA 0
+    assert exercises.check("06.1", 25, quiet=True, scores=scores, fish=fish)
+    assert exercises.check("06.1", "25", quiet=True, scores=scores, fish=fish)  # papermill and input() give strings
+    assert not exercises.check("06.1", 25.9, quiet=True, scores=scores, fish=fish)  # was accepted as int(25.9) == 25
+    with pytest.raises(pdl.InvalidChoiceError, match=r"pass scores, fish too, e.g. pdl.exercises.check\('06.1', answ"):
+        exercises.check("06.1", 25)
+
+
+def test_the_explorer_keeps_two_studies_with_one_attack_label_apart(toy_view, monkeypatch):
+    index = int(toy_view.traj.indices[0])
+    gm = (AttackConfig.quick("gm"),)
+    lab = dataclasses.replace(_fake_study(gm, {"lowest": [1, 1]}, first_index=index), path=Path("lab-study"))
+    live = dataclasses.replace(_fake_study(gm, {"lowest": [0, 0]}, first_index=index), path=Path("live-study"))
+    monkeypatch.setattr(toy_view, "studies", [live, lab])
+    fig = widgets.target_figure(toy_view, index)
+    bars = next(ax for ax in fig.axes if ax.get_title() == "attack outcomes")
+    shown = {t.get_text(): p.get_width() for t, p in zip(bars.get_yticklabels(), bars.patches)}
+    assert shown["GM [lab-study]"] == 1.0 and shown["GM [live-study]"] == 0.0  # both, not one hiding the other
+    [row] = widgets.target_table(toy_view, [0])
+    assert row["best_asr"] == max(shown.values()) and row["best_study"] == "lab-study"
+    matplotlib.pyplot.close(fig)
+
+
+def test_exercise_06_2_asks_for_the_gain_over_the_baseline_not_the_raw_asr():
+    study = _fake_study((AttackConfig.quick("gm"),), {"lowest": [1, 1], "highest": [1, 0]})
+    study.rows += [  # no-attack victims: the lowest target falls without any poison, the highest never
+        {"key": key, "attack": "none-scratch", "victim": v, "success": key == "0-1-0", "clean_accuracy": 0.5}
+        for key in ("0-1-0", "0-1-1")
+        for v in range(2)
+    ]
+    assert exercises.solution("06.2", result=study) == {"highest"}  # raw ASR would say "lowest"
+
+
+def test_exercise_02_3_has_an_answer_when_the_two_classes_tie():
+    classes = ("airplane", "automobile", "bird", "cat")
+    labels = np.repeat([0, 3], 10)
+    tied = {"epa": np.r_[np.zeros(10), np.zeros(10)], "labels": labels}
+    apart = {"epa": np.r_[np.full(10, 0.5), np.zeros(10)], "labels": labels}
+    assert exercises.solution("02.3", scores=tied, classes=classes) == {"tie"}
+    assert exercises.check("02.3", "tie", quiet=True, scores=tied, classes=classes)
+    assert not exercises.check("02.3", "cat", quiet=True, scores=tied, classes=classes)
+    assert exercises.solution("02.3", scores=apart, classes=classes) == {"cat"}

@@ -274,4 +274,11 @@ def test_finding_text_says_what_the_numbers_say():
     assert "as the paper claims" in easy_first and "AUROC = 1.00" in easy_first
     reversed_ = finding_text(results(lambda i: 0 if i < 5 else 4))
     assert "the opposite of the paper's claim" in reversed_
-    assert "constant" in finding_text(results(lambda i: 0))  # nothing succeeded: no correlation to speak of
+    assert "(every target has ASR 0.00)" in finding_text(results(lambda i: 0))  # nothing succeeded: no correlation
+    one_bucket = study.StudyResults(config, targets[:2], results(lambda i: 4).rows[:8])  # two lowest targets
+    text = finding_text(one_bucket)
+    assert "in the only group attacked, the lowest-EPA bucket" in text and "against" not in text
+    assert "(every target has ASR 1.00)" in text
+    delta_groups = [dict(t, bucket="δ-low" if t["index"] < 5 else "δ-high") for t in targets]  # no EPA buckets
+    text = finding_text(study.StudyResults(config, delta_groups, results(lambda i: 4 if i < 5 else 0).rows))
+    assert "No attack rows" not in text and "group" in text and "1.00" in text and "0.00" in text, text

@@ -13,7 +13,15 @@ from .clean import (
     bucket_strip,
     delta_heatmap,
 )
-from .validation import poison_comparison, asr_by_bucket, data_map, asr_vs_budget, metric_vs_asr, headline
+from .validation import (
+    poison_comparison,
+    asr_by_bucket,
+    data_map,
+    asr_vs_budget,
+    metric_vs_asr,
+    tau_against_attacks,
+    headline,
+)
 
 __all__ = [
     "BUCKET_COLORS",
@@ -35,5 +43,6 @@ __all__ = [
     "data_map",
     "asr_vs_budget",
     "metric_vs_asr",
+    "tau_against_attacks",
     "headline",
 ]

@@ -191,6 +191,33 @@ def metric_vs_asr(
     return fig
 
 
+def tau_against_attacks(rows: Sequence[dict], *, ax: plt.Axes | None = None, title: str | None = None) -> Figure:
+    """Each attacked target's τ (symlog) against its ASR, with the poison ratio its attack used as a dashed line.
+
+    `rows` are `tau_evidence.tau_against_attacks` rows. A point right of its line with ASR > 0 (red edge) is a
+    target hijacked with fewer poisons than τ says it needs: a counterexample to reading τ as a bound.
+    """
+    fig, ax = new_axes(ax)
+    rng = np.random.default_rng(0)
+    for k, label in enumerate(dict.fromkeys(r["label"] for r in rows)):
+        mine = [r for r in rows if r["label"] == label]
+        x = np.array([r["tau"] for r in mine])
+        y = np.array([r["successes"] / r["victims"] for r in mine]) + rng.uniform(-0.015, 0.015, len(mine))
+        edge = ["red" if r["below_tau"] else "k" for r in mine]
+        ax.scatter(x, y, s=24, color=f"C{k}", edgecolor=edge, linewidth=[1.5 if e == "red" else 0.3 for e in edge])
+        ratio = mine[0]["ratio"]
+        ax.axvline(ratio, color=f"C{k}", linestyle="--", linewidth=1, label=f"{label}: ε = {ratio:.3g}")
+    symlog_scale(ax, [r["tau"] for r in rows] + [r["ratio"] for r in rows], axis="x")
+    highest = max([r["tau"] for r in rows] + [r["ratio"] for r in rows])
+    ax.set_xlim(-0.3 * ax.xaxis.get_transform().linthresh, 2 * highest)  # τ = 0 at the left edge, nothing below it
+    ax.set_xlabel("τ: the poison ratio it claims is needed (symlog)")
+    ax.set_ylabel("ASR of the target")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize=8, title="attack, poison ratio used", title_fontsize=8)
+    ax.set_title(title or "red edge: hijacked although ε < τ")
+    return fig
+
+
 def headline(panels: dict[str, Sequence[dict]], *, ncols: int = 2) -> Figure:
     """The headline figure: ASR by EPA bucket, per attack (bars), one panel per entry of `panels` (title -> the
     `by_bucket` rows; `artifacts.headline_panels` gives one per study), `ncols` panels per row."""
