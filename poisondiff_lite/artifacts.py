@@ -296,6 +296,12 @@ def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) 
                 f"Higher {c['metric_label']}, higher ASR: the opposite of the paper's claim (significant at "
                 f"{alpha:.0%})."
             )
+        pearson_p = c["pearson_p"]
+        if np.isfinite(p) and np.isfinite(pearson_p) and (p < alpha) != (pearson_p < alpha):
+            verdict += (
+                f" Pearson, the statistic the paper reports, {'is' if pearson_p < alpha else 'is not'} significant "
+                f"(r = {c['pearson']:+.2f}, p = {pearson_p:.2g})."
+            )
         lines.append(f"{text} {verdict}")
     return "\n".join(lines) if lines else "No attack rows in this study yet."
 

@@ -161,11 +161,11 @@ def _poison_count(*, train_size) -> int:
 # ----------------------------------------------------------------------------------------------------------------- 07
 @exercise(
     "07.1",
-    "Over all saved studies, how many victims were evaluated in total?",
-    "each row of a study's log is one victim on one target: `sum(len(s.rows) for s in studies)`.",
+    "Over all saved studies, how many poisoned victims were evaluated (the no-attack victims left out)?",
+    "each row of a study's log is one victim on one target; the no-attack rows have an attack id starting 'none'.",
 )
 def _victims_total(*, studies) -> int:
-    return int(sum(len(s.rows) for s in studies))
+    return int(sum(not r["attack"].startswith("none") for s in studies for r in s.rows))
 
 
 @exercise(

@@ -109,7 +109,7 @@ def _resnet18(num_classes: int, cifar_stem: bool) -> tuple[nn.Module, nn.Linear]
 
 def _vgg(depth: int, num_classes: int) -> tuple[nn.Module, nn.Linear]:
     # torchvision's VGG features (no BN, as the authors' VGG16); a compact 512 -> classes head instead of the 4096-wide
-    # ImageNet classifier, which would hold 120M parameters for 32x32 or 64x64 inputs
+    # ImageNet classifier, which would hold 134M parameters for 32x32 or 64x64 inputs
     net = getattr(_torchvision_models(), f"vgg{depth}")(weights=None)
     body = nn.Sequential(net.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
     head = nn.Linear(512, num_classes)
@@ -120,7 +120,7 @@ def _vgg(depth: int, num_classes: int) -> tuple[nn.Module, nn.Linear]:
 
 def _vgg_torchvision(depth: int, num_classes: int) -> tuple[nn.Module, nn.Linear]:
     # torchvision's VGG as it is, the authors' model: features, 7x7 average pool, the 4096-4096 classifier (ReLU,
-    # dropout); only its last layer becomes a `num_classes`-way head (about 120M parameters in all)
+    # dropout); only its last layer becomes a `num_classes`-way head (about 134M parameters in all)
     net = getattr(_torchvision_models(), f"vgg{depth}")(weights=None, num_classes=num_classes)
     head = net.classifier[-1]
     body = nn.Sequential(net.features, net.avgpool, nn.Flatten(), *net.classifier[:-1])

@@ -40,7 +40,7 @@ LAB_STUDIES: dict[str, tuple[Callable[[], StudyConfig], str]] = {
     ),
     "tinyimagenet-lab-scratch": (
         lambda: StudyConfig.lab("tinyimagenet", "scratch"),
-        "poisondiff study --lab --dataset tinyimagenet --workers 2 --no-progress",
+        "poisondiff study --lab --dataset tinyimagenet --no-progress",
     ),
 }
 

@@ -366,3 +366,9 @@ def test_exercise_02_3_has_an_answer_when_the_two_classes_tie():
     assert exercises.check("02.3", "tie", quiet=True, scores=tied, classes=classes)
     assert not exercises.check("02.3", "cat", quiet=True, scores=tied, classes=classes)
     assert exercises.solution("02.3", scores=apart, classes=classes) == {"cat"}
+
+
+def test_exercise_07_1_counts_poisoned_victims_only():
+    study = _fake_study((AttackConfig.quick("gm"),), {"lowest": [1, 0, 1]})
+    study.rows += [{"key": "0-1-0", "attack": "none-scratch", "victim": 9, "success": False, "clean_accuracy": 0.5}]
+    assert exercises.solution("07.1", studies=[study, study]) == 6

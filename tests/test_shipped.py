@@ -43,6 +43,7 @@ def test_each_lab_study_is_shipped_from_its_current_preset(name):
     for field in ("command", "code_version", "date", "machine", "wall_seconds", "description"):
         assert info[field], f"{name}: provenance lacks {field}"
     assert info["study_key"] == preset().key() and info["victim_rows"] == len(result.rows)
+    assert info["command"] == command, f"{name}: its provenance and shipped.LAB_STUDIES name other commands"
 
 
 @pytest.mark.parametrize("name", NAMES)

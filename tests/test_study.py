@@ -282,3 +282,13 @@ def test_finding_text_says_what_the_numbers_say():
     delta_groups = [dict(t, bucket="δ-low" if t["index"] < 5 else "δ-high") for t in targets]  # no EPA buckets
     text = finding_text(study.StudyResults(config, delta_groups, results(lambda i: 4 if i < 5 else 0).rows))
     assert "No attack rows" not in text and "group" in text and "1.00" in text and "0.00" in text, text
+
+
+def test_finding_text_names_pearson_where_it_disagrees_with_spearman():
+    import poisondiff_lite as pdl
+    from poisondiff_lite.artifacts import finding_text
+
+    lab = pdl.shipped_study("cifar10-lab-scratch")
+    [c] = [c for c in lab.correlations() if c["metric"] == "epa"]
+    assert c["spearman_p"] < 0.05 <= c["pearson_p"]  # the shipped file's numbers: one significant, one not
+    assert f"Pearson, the statistic the paper reports, is not significant (r = {c['pearson']:+.2f}" in finding_text(lab)
