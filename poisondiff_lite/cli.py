@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from .cli_parser import build_parser
-from .errors import PoisonDiffError
+from .errors import InvalidChoiceError, PoisonDiffError
 from .results import CORRELATION_COLUMNS
 from .utils import atomic_write_csv, check_writable
 
@@ -47,7 +47,13 @@ def _tutorial(args: argparse.Namespace) -> int:
     import papermill as pm
 
     notebooks = sorted(Path(args.notebooks).glob("[0-9][0-9]_*.ipynb"))
-    if args.only:
+    if args.only and notebooks:
+        unknown = [o for o in args.only if not any(nb.name.startswith(o) for nb in notebooks)]
+        if unknown:
+            raise InvalidChoiceError(
+                f"--only {' '.join(unknown)}: no such notebook in {args.notebooks}. Fix: choose among "
+                f"{', '.join(nb.name[:2] for nb in notebooks)}"
+            )
         notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) for o in args.only)]
     if not notebooks:
         raise PoisonDiffError(

@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .datasets import dataset_names
-from .errors import InvalidChoiceError, check_choice, check_classes, check_indices, check_number, check_positive
+from .errors import (
+    InvalidChoiceError,
+    check_choice,
+    check_classes,
+    check_indices,
+    check_number,
+    check_positive,
+    check_seed,
+)
 from .loaders import IMAGENET_MEAN, IMAGENET_STD
 from .models import model_names
 
@@ -210,7 +218,7 @@ class TrajectoryConfig(ConfigDict):
         check_choice("dataset", self.dataset, dataset_names())
         check_choice("eval_split", self.eval_split, EVAL_SPLITS)
         check_positive("runs", self.runs, integer=True)
-        check_number("seed0", self.seed0, integer=True)
+        check_seed("seed0", self.seed0, span=self.runs)
         if isinstance(self.train, dict):  # rebuilt from JSON
             object.__setattr__(self, "train", TrainConfig.from_dict(self.train))
         if self.classes is not None:  # the range is checked against the data set when it is loaded

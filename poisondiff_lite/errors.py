@@ -54,6 +54,15 @@ def check_number(what: str, value: object, *, integer: bool = False) -> None:
         raise InvalidChoiceError(f"{what} must be a finite number, got {value!r}")
 
 
+def check_seed(what: str, value: object, *, span: int = 1) -> None:
+    """An integer seed such that `value` .. `value` + `span` - 1 (one seed per run or victim) all fit the 64-bit
+    signed range torch accepts; a larger one is a one-line error, not an overflow traceback."""
+    check_number(what, value, integer=True)
+    span = span if isinstance(span, int) and span > 0 else 1  # a bad count is refused by its own check
+    if not -(2**63) <= value or value + span - 1 >= 2**63:  # type: ignore[operator]
+        raise InvalidChoiceError(f"{what} must lie in [-2**63, 2**63 - {span}] (64-bit seeds), got {value!r}")
+
+
 def check_positive(what: str, value: float, *, allow_zero: bool = False, integer: bool = False) -> None:
     """Raise `InvalidChoiceError` when a count, size or budget is not a finite number (an integer when `integer`), or
     is negative (or zero unless allowed)."""

@@ -248,6 +248,11 @@ def _read_tiny(folder: Path, show_progress: bool) -> dict[str, np.ndarray]:
                 f"{image_dir} is missing although {wnid} is in wnids.txt. Fix: re-extract the dataset."
             )
         files = sorted(image_dir.glob("*.JPEG"))
+        if not files:
+            raise DatasetCorruptError(
+                f"{image_dir} holds no images although {wnid} is in wnids.txt (a class with no training images "
+                f"would silently be left out). Fix: re-extract the dataset."
+            )
         train_files += files
         train_labels += [index[wnid]] * len(files)
     annotations = folder / "val" / "val_annotations.txt"
@@ -282,6 +287,21 @@ def _read_tiny(folder: Path, show_progress: bool) -> dict[str, np.ndarray]:
     }
 
 
+def _tiny_manifest(folder: Path) -> str:
+    """A digest of every file the decoded cache is made from (path, size, modification time): a replaced, added or
+    removed image, or a changed annotation file, gives another cache. Costs a `stat` per file, not a decode."""
+    annotations = folder / "val" / "val_annotations.txt"
+    if not annotations.exists():
+        raise DatasetCorruptError(f"{annotations} is missing. Fix: re-extract the dataset (val/ comes with the zip).")
+    digest = hashlib.sha256(str(folder.resolve()).encode())
+    files = [folder / "wnids.txt", annotations, *sorted((folder / "train").glob("*/images/*.JPEG"))]
+    files += sorted((folder / "val" / "images").glob("*.JPEG")) + [p for p in [folder / "words.txt"] if p.exists()]
+    for path in files:
+        info = path.stat()
+        digest.update(f"{path.relative_to(folder)}|{info.st_size}|{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def load_tinyimagenet(
     root: str | os.PathLike | None = None,
     *,
@@ -295,10 +315,7 @@ def load_tinyimagenet(
     """
     root = resolve_data_dir(root)
     folder = _obtain_tiny(root, download)
-    counts = sum(1 for _ in (folder / "train").glob("*/images/*.JPEG"))
-    annotations = (folder / "val" / "val_annotations.txt").stat().st_size
-    key = hashlib.sha256(f"{folder.resolve()}|{counts}|{annotations}".encode())
-    cache = resolve_cache_dir(cache_dir) / f"tinyimagenet-{key.hexdigest()[:16]}.npz"
+    cache = resolve_cache_dir(cache_dir) / f"tinyimagenet-{_tiny_manifest(folder)[:16]}.npz"
     arrays = None
     if cache.exists():
         try:

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -13,7 +14,7 @@ import torch
 from .budget import TauSettings
 from .config import TrajectoryConfig
 from .data import DataBundle
-from .errors import ResultsFileError, check_classes, check_positive
+from .errors import InvalidChoiceError, ResultsFileError, check_classes, check_indices, check_positive
 from .experiment import CleanExperiment, clean_experiment
 from .record import check_bucket_size, prepare_data
 from .utils import atomic_write_csv, check_writable, exclusive, format_number, progress
@@ -69,7 +70,28 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
                 f"{path} is not a poisondiff metrics CSV (columns {reader.fieldnames}). Fix: pass "
                 f"another --out path, or delete the file."
             )
-        return list(reader)
+        rows, damaged = [], []
+        for number, row in enumerate(reader, start=2):  # line 1 is the header
+            (rows if _is_metrics_row(row) else damaged).append(row if _is_metrics_row(row) else number)
+    if damaged:  # a row cut short or edited by hand: dropped and computed again, like a damaged log line
+        shown = ", ".join(map(str, damaged[:10])) + (" ..." if len(damaged) > 10 else "")
+        warnings.warn(
+            f"{path}: skipped {len(damaged)} damaged row(s) (line {shown}); the other {len(rows)} rows are kept, "
+            f"and target_metrics_csv / poisondiff metrics computes the skipped ones again.",
+            stacklevel=2,
+        )
+    return rows
+
+
+def _is_metrics_row(row: dict[str, str | None]) -> bool:
+    """Every column present (a torn last line lacks the last ones), whole-number index and poison class, settings."""
+    if any(row.get(c) is None for c in COLUMNS) or None in row or not row["settings"]:
+        return False
+    try:
+        int(row["index"]), int(row["poison_class"])
+    except ValueError:
+        return False
+    return True
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
@@ -109,11 +131,22 @@ def target_metrics_csv(
     check_writable(
         Path(out).parent, what="the folder of out", fix="write the table elsewhere (out=...), or fix its permissions"
     )
+    with warnings.catch_warnings():  # a foreign table stops here, before any training (damaged rows warn later)
+        warnings.simplefilter("ignore")
+        _rows_to_extend(Path(out), settings_key(config, last_layer_only=last_layer_only, tau=tau))
     data = prepare_data(config, data, data_dir=data_dir, download=download)
     if poison_classes is not None:
         poison_classes = list(check_classes("poison classes", poison_classes, data.num_classes))
     if indices is None:
         check_bucket_size(config, data, data.class_index(target_class), per_bucket)
+    else:  # checked now, not after the clean runs are trained
+        split = data.test if config.eval_split == "test" else data.train
+        indices = list(check_indices("indices", indices, len(split), noun="index"))
+        unrecorded = sorted(set(indices) - set(config.eval_indices)) if config.eval_indices is not None else []
+        if unrecorded:
+            raise InvalidChoiceError(
+                f"indices {unrecorded[:5]} are not among the experiment's eval_indices. Fix: choose recorded ones"
+            )
     experiment = clean_experiment(
         config, data=data, device=device, show_progress=show_progress, results_dir=results_dir
     )  # also trains run 0 again for its weights if they were not kept
@@ -138,6 +171,19 @@ def target_metrics_csv(
         )
 
 
+def _rows_to_extend(out: Path, settings: str) -> list[dict[str, str]]:
+    """The rows already in `out`, refused (one line) when they were computed with other settings."""
+    rows = read_rows(out)
+    foreign = {r["settings"] for r in rows} - {settings}
+    if foreign:
+        raise ResultsFileError(
+            f"{out} holds rows computed with other settings (a different clean experiment, "
+            f"--last-layer, --tau-batches, --tau-batch-size or --variant). Fix: pass another --out "
+            f"path, or delete the file to recompute."
+        )
+    return rows
+
+
 def _fill_table(
     out: Path,
     settings: str,
@@ -150,14 +196,7 @@ def _fill_table(
     show_progress: bool,
 ) -> list[dict[str, str]]:
     """Compute the missing (target, poison class) rows and rewrite `out` after each target (caller holds its lock)."""
-    rows = read_rows(out)
-    foreign = {r["settings"] for r in rows} - {settings}
-    if foreign:
-        raise ResultsFileError(
-            f"{out} holds rows computed with other settings (a different clean experiment, "
-            f"--last-layer, --tau-batches, --tau-batch-size or --variant). Fix: pass another --out "
-            f"path, or delete the file to recompute."
-        )
+    rows = _rows_to_extend(out, settings)
     dataset = experiment.config.dataset
     done = {(r["dataset"], int(r["index"]), int(r["poison_class"])) for r in rows}
     classes = range(experiment.data.num_classes) if poison_classes is None else poison_classes

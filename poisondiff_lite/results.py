@@ -240,11 +240,21 @@ def read_targets(path: Path) -> dict[str, Any]:
     """The saved targets and class names of a study; a damaged file is a one-line error naming the fix."""
     saved = read_json(path, TARGETS_FIX)
     try:
-        return {"targets": _from_json(saved["targets"]), "classes": tuple(saved.get("classes", ()))}
+        targets = _from_json(saved["targets"])
+        classes = tuple(saved.get("classes", ()))
     except (TypeError, KeyError, AttributeError) as exc:
         raise ResultsFileError(
             f"{path} does not hold a study's targets ({type(exc).__name__}: {exc}). Fix: {TARGETS_FIX}"
         ) from None
+    for number, t in enumerate(targets, start=1):
+        missing = [k for k in ("key", "index", "epa") if k not in t]
+        index = t.get("index")
+        if missing or not isinstance(index, int) or isinstance(index, bool) or not isinstance(t["key"], str):
+            what = f"lacks {', '.join(missing)}" if missing else f"has index {index!r}, key {t.get('key')!r}"
+            raise ResultsFileError(f"{path}: target {number} {what}. Fix: {TARGETS_FIX}")
+    if not targets:
+        raise ResultsFileError(f"{path} holds no targets. Fix: {TARGETS_FIX}")
+    return {"targets": targets, "classes": classes}
 
 
 def find_studies(results_dir: str | os.PathLike | None = None) -> list[StudyResults]:

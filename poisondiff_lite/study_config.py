@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from .attacks import ATTACKS, AttackConfig
 from .budget import VARIANTS, TauSettings
 from .config import ConfigDict, TrainConfig, TrajectoryConfig
-from .errors import InvalidChoiceError, check_choice, check_number, check_positive
+from .errors import InvalidChoiceError, check_choice, check_number, check_positive, check_seed
 from .metrics import BUCKETS, GROUPS
 from .utils import resolve_results_dir
 from .victims import HeadConfig, outcome_row
@@ -76,8 +76,8 @@ class StudyConfig(ConfigDict):
             check_choice("EPA bucket", bucket, GROUPS)
         check_positive("target_class", self.target_class, allow_zero=True, integer=True)
         check_positive("poison_class", self.poison_class, allow_zero=True, integer=True)
-        check_number("victim_seed0", self.victim_seed0, integer=True)
-        check_number("crafting_seed", self.crafting_seed, integer=True)
+        check_seed("victim_seed0", self.victim_seed0, span=self.victims)
+        check_seed("crafting_seed", self.crafting_seed, span=2**31)  # plus the target's index
         check_positive("tau_batch_size", self.tau_batch_size, integer=True)
         check_number("success_threshold", self.success_threshold)
         if not 0 < self.success_threshold <= 1:

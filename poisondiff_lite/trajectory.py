@@ -14,10 +14,26 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrajectoryConfig
-from .errors import ResultsFileError
+from .errors import InvalidChoiceError, ResultsFileError
 from .utils import atomic_write
 
 FORMAT_VERSION = 1
+
+
+def check_fits(runs: int, epochs: int, examples: int, logit_classes: int = 0) -> None:
+    """Refuse, naming the fix, a trajectory whose arrays would not fit in half of this machine's memory (a typo in
+    ``--runs`` is otherwise a MemoryError traceback, or swapping for minutes first)."""
+    needed = runs * epochs * examples * (4 + 2 * logit_classes)  # int16 predictions, float16 probabilities, logits
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: only the absurd is refused
+        memory = 2**40
+    if needed > memory // 2:
+        raise InvalidChoiceError(
+            f"{runs} runs x {epochs} epochs x {examples} examples need {needed / 2**30:,.1f} GiB for the trajectory, "
+            f"more than half of this machine's {memory / 2**30:,.0f} GiB. Fix: fewer runs (--runs) or epochs, or "
+            f"record fewer examples (eval_indices)"
+        )
 
 
 @dataclass
@@ -142,6 +158,7 @@ class Trajectory:
         cls, config: TrajectoryConfig, labels: np.ndarray, indices: np.ndarray, classes: tuple[str, ...]
     ) -> Trajectory:
         m, n, e, num_classes = config.runs, config.train.epochs, len(labels), len(classes)
+        check_fits(m, n, e, num_classes if config.store_logits else 0)
         return cls(
             config=config,
             labels=np.asarray(labels, dtype=np.int64),
@@ -167,6 +184,7 @@ class Trajectory:
         if runs <= self.num_runs:
             return self
         pad = runs - self.num_runs
+        check_fits(runs, self.num_epochs, self.num_examples, 0 if self.logits is None else self.logits.shape[-1])
 
         def grow(a: np.ndarray | None, fill: float) -> np.ndarray | None:
             if a is None:

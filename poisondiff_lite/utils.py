@@ -24,7 +24,7 @@ from .errors import (
     PoisonDiffError,
     ResultsFileError,
     check_choice,
-    check_number,
+    check_seed,
 )
 
 T = TypeVar("T")
@@ -73,7 +73,7 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and PyTorch (CPU and CUDA); a seed that is not an integer (``"abc"``, 1.5) is an error."""
-    check_number("seed", seed, integer=True)
+    check_seed("seed", seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

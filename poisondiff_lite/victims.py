@@ -235,6 +235,21 @@ def transfer_victims(
 # -----------------------------------------------------------------------------------------------------------------
 #  the append-only results log
 # -----------------------------------------------------------------------------------------------------------------
+def _is_victim_row(row: dict[str, Any]) -> bool:
+    """Does a parsed log line hold what every reader of a victim row needs (a line that parses but lacks them, or
+    holds the wrong types, counts as damaged, like one that does not parse)?"""
+    number = (int, float)
+    return (
+        isinstance(row.get("key"), str)
+        and isinstance(row.get("attack"), str)
+        and isinstance(row.get("victim"), int)
+        and not isinstance(row.get("victim"), bool)
+        and isinstance(row.get("success"), bool)
+        and isinstance(row.get("clean_accuracy"), number)
+        and not isinstance(row.get("clean_accuracy"), bool)
+    )
+
+
 class ResultsLog:
     """One JSON line per finished (target, attack, victim); appended with fsync, never rewritten.
 
@@ -281,7 +296,7 @@ class ResultsLog:
         for number, line in enumerate(lines, start=1):
             try:
                 row = json.loads(line)
-                if not isinstance(row, dict):
+                if not isinstance(row, dict) or (number > 1 and not _is_victim_row(row)):
                     raise ValueError
             except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
                 self.damaged.append(number)

@@ -1,5 +1,6 @@
 """Loaders on the real offline subsets: shapes, labels, checksums, and clear errors on missing or corrupt data."""
 
+import os
 import shutil
 import zipfile
 
@@ -151,6 +152,30 @@ def test_corrupt_jpeg_names_the_file(data_root, tmp_path):
     victim.write_bytes(b"\xff\xd8 garbage")
     with pytest.raises(DatasetCorruptError, match=victim.name):
         load_tinyimagenet(tmp_path, cache_dir=tmp_path / "cache", progress_bar=False)
+
+
+def test_the_tinyimagenet_cache_follows_the_files(data_root, tmp_path):
+    """A replaced image (same count), an emptied class and a missing annotation file are seen, not served from the
+    cache of what was there before."""
+    folder = tmp_path / "tiny-imagenet-200"
+    _mini_tiny(data_root / "tiny-imagenet-200-subset", folder, ["n01443537", "n01629819"])
+    load = lambda: load_tinyimagenet(tmp_path, cache_dir=tmp_path / "cache", progress_bar=False)  # noqa: E731
+    before = load()
+    images = sorted((folder / "train" / "n01443537" / "images").glob("*.JPEG"))
+    shutil.copy(images[1], images[0])  # another picture under the same name: the file count is unchanged
+    os.utime(images[0], ns=(1, 1))
+    after = load()
+    assert torch.equal(after.train.images[0], after.train.images[1])
+    assert not torch.equal(after.train.images[0], before.train.images[0]) and len(after.train) == len(before.train)
+    annotations = folder / "val" / "val_annotations.txt"
+    annotations.rename(tmp_path / "moved.txt")
+    with pytest.raises(DatasetCorruptError, match="val_annotations.txt is missing"):
+        load()
+    (tmp_path / "moved.txt").rename(annotations)
+    for image in images:
+        image.unlink()
+    with pytest.raises(DatasetCorruptError, match="holds no images"):
+        load()
 
 
 def test_bundle_moves_whole_to_device(cifar):
