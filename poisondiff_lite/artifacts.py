@@ -120,8 +120,8 @@ def headline_panels(studies: list[StudyResults]) -> dict[str, list[dict[str, Any
 def authors_comparison(studies: list[StudyResults]) -> list[dict[str, Any]]:
     """Our mean ASR next to the authors' for every (dataset, attack, group) they report.
 
-    ``targets`` names the target -> poison classes of both sides (the authors': airplane -> automobile on CIFAR-10,
-    goldfish -> salamander on TinyImageNet), so a comparison across different classes is visible as such.
+    ``authors_classes`` / ``our_classes`` name the target -> poison classes of both sides (the authors': airplane ->
+    automobile on CIFAR-10, goldfish -> salamander on TinyImageNet), so a comparison across classes shows as such.
     """
     rows = []
     by_dataset = headline_rows(studies)
@@ -164,8 +164,8 @@ def authors_comparison(studies: list[StudyResults]) -> list[dict[str, Any]]:
             )
     for row in rows:
         ours = sorted(pairs.get(row["dataset"], ()))
-        row["authors_targets"] = authors_pair[row["dataset"]]
-        row["our_targets"] = "; ".join(ours) if ours else "-"
+        row["authors_classes"] = authors_pair[row["dataset"]]
+        row["our_classes"] = "; ".join(ours) if ours else "-"
     return rows
 
 
@@ -278,8 +278,8 @@ def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) 
         if not np.isfinite(rho):
             values = [r for r in study.per_target() if r["attack"] == ident]
             why = (
-                "fewer than two targets"
-                if len(values) < 2
+                f"{len(values)} target(s): a rank correlation needs at least 3"
+                if len(values) < 3
                 else f"every target has ASR {values[0]['asr']:.2f}"
                 if len({r["asr"] for r in values}) == 1
                 else f"every target has the same {c['metric_label']}"

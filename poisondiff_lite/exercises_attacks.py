@@ -80,15 +80,15 @@ def _ship_closer(*, experiment, targets) -> int:
 
 @exercise(
     "05.5",
-    "AUROC of EPA for FC by counting (hijacked, never hijacked) pairs (hijacked: ASR > 0; ties count 1/2)?",
+    "AUROC of soft EPA for FC by counting (hijacked, never hijacked) pairs (hijacked: ASR > 0; ties count 1/2)?",
     "Over every pair of one FC target hijacked by at least one victim and one never hijacked, count 1 when the "
-    "hijacked one has the lower EPA and 1/2 for equal EPA; divide by the number of pairs.",
+    "hijacked one has the lower soft EPA and 1/2 for equal soft EPA; divide by the number of pairs.",
     compare=within(1e-6),
 )
 def _auroc_by_pairs(*, result) -> float:
     rows = _rows_of(result.per_target(), "fc")
-    wins = [r["epa"] for r in rows if r["asr"] > 0]
-    fails = [r["epa"] for r in rows if r["asr"] == 0]
+    wins = [r["soft_epa"] for r in rows if r["asr"] > 0]
+    fails = [r["soft_epa"] for r in rows if r["asr"] == 0]
     if not wins or not fails:
         return math.nan
     score = sum(1.0 if w < f else 0.5 if w == f else 0.0 for w in wins for f in fails)

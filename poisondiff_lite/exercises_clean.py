@@ -10,7 +10,7 @@ import torch
 from scipy.stats import rankdata, spearmanr
 
 from .errors import InvalidChoiceError, PoisonDiffError
-from .exercise_registry import each_within, exactly, exercise, numbers_equal, one_of, within
+from .exercise_registry import exactly, exercise, numbers_equal, one_of, within
 
 
 # ----------------------------------------------------------------------------------------------------------------- 00
@@ -173,13 +173,12 @@ def _lower_p20(*, scores, classes) -> set[str]:
 
 @exercise(
     "02.4",
-    "Our airplane EPA at the 20th, 40th, 60th and 80th percentiles (four numbers)?",
-    "`np.quantile(scores['epa'][scores['labels'] == 0], [0.2, 0.4, 0.6, 0.8])`.",
-    compare=each_within(5e-3),
+    "What share of our airplanes have EPA >= 0.49 (the paper's 20th percentile, so 80 % of theirs)?",
+    "`np.mean(scores['epa'][scores['labels'] == 0] >= 0.49)`.",
+    compare=within(1e-3),
 )
-def _airplane_percentiles(*, scores) -> list[float]:
-    values = np.sort(scores["epa"][scores["labels"] == 0])
-    return [float(np.quantile(values, q)) for q in (0.2, 0.4, 0.6, 0.8)]
+def _airplane_share_above(*, scores) -> float:
+    return float(np.mean(np.asarray(scores["epa"])[np.asarray(scores["labels"]) == 0] >= 0.49))
 
 
 @exercise(

@@ -315,7 +315,8 @@ def load_tinyimagenet(
     """
     root = resolve_data_dir(root)
     folder = _obtain_tiny(root, download)
-    cache = resolve_cache_dir(cache_dir) / f"tinyimagenet-{_tiny_manifest(folder)[:16]}.npz"
+    place = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]  # one cache per folder: older ones go
+    cache = resolve_cache_dir(cache_dir) / f"tinyimagenet-{place}-{_tiny_manifest(folder)[:16]}.npz"
     arrays = None
     if cache.exists():
         try:
@@ -326,6 +327,9 @@ def load_tinyimagenet(
     if arrays is None:
         arrays = _read_tiny(folder, progress_bar)
         atomic_write(cache, lambda f: np.savez(f, **arrays))
+        for stale in cache.parent.glob(f"tinyimagenet-{place}-*.npz"):  # decoded from files since changed
+            if stale != cache:
+                stale.unlink(missing_ok=True)
     train = ImageDataset(torch.from_numpy(arrays["train_x"]), torch.from_numpy(arrays["train_y"]))
     test = ImageDataset(torch.from_numpy(arrays["val_x"]), torch.from_numpy(arrays["val_y"]))
     names = tuple(str(n) for n in arrays["names"])

@@ -81,9 +81,11 @@ def tau_evidence_text(study: StudyResults, train_size: int, name: str = "this st
     text = (
         f"{name}: τ of its {len(taus)} targets runs from {format_number(taus.min(), '.3g')} to "
         f"{format_number(taus.max(), '.3g')} (median {format_number(float(np.median(taus)), '.3g')}; "
-        f"{int((taus == 0).sum())} at 0); its attacks used a poison ratio ε of "
+        f"{int((taus == 0).sum())} at 0); its attacks used a poison ratio (poisons / clean images) "
+        "of "
         + " and ".join(f"{r:.3g}" for r in ratios)
-        + f". {int(sum(r['ratio'] < r['tau'] for r in rows))} of {len(rows)} (target, attack) pairs have ε below τ"
+        + f". {int(sum(r['ratio'] < r['tau'] for r in rows))} of {len(rows)} (target, attack) pairs have that "
+        "ratio below τ"
     )
     if below:
         examples = ", ".join(

@@ -167,6 +167,7 @@ def test_the_tinyimagenet_cache_follows_the_files(data_root, tmp_path):
     after = load()
     assert torch.equal(after.train.images[0], after.train.images[1])
     assert not torch.equal(after.train.images[0], before.train.images[0]) and len(after.train) == len(before.train)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # the cache of the replaced files is gone
     annotations = folder / "val" / "val_annotations.txt"
     annotations.rename(tmp_path / "moved.txt")
     with pytest.raises(DatasetCorruptError, match="val_annotations.txt is missing"):

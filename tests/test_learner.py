@@ -82,8 +82,8 @@ def test_new_solvers_against_hand_computed_cases():
 
     assert exercises.solution("02.1", traj=Traj()) == {"10"}
     scores = {"epa": np.array([0.0, 0.5, 1.0, 0.25, 0.75, 0.3]), "labels": np.array([0, 0, 0, 0, 0, 1])}
-    assert exercises.check("02.4", [0.2, 0.4, 0.6, 0.8], quiet=True, scores=scores)  # numpy's linear quantiles
-    assert not exercises.check("02.4", [0.2, 0.4, 0.6], quiet=True, scores=scores)
+    assert exercises.check("02.4", 0.6, quiet=True, scores=scores)  # 0.5, 1.0 and 0.75 of five airplanes
+    assert not exercises.check("02.4", 0.4, quiet=True, scores=scores)
     assert exercises.solution("03.4", path=[0, 0, 3, 3, 1, 1, 3]) == 3
     before = [{"dataset": "c", "index": "1", "poison_class": "2"}]
     after = before + [
@@ -119,13 +119,13 @@ def test_auroc_by_pairs_matches_the_table_and_nan_is_an_answer():
             return self._rows
 
     pairs = ((0.1, 1.0), (0.2, 0.0), (0.2, 0.5), (0.9, 0.0), (0.95, 0.25))
-    rows = [{"attack": "fc-x", "epa": e, "asr": a} for e, a in pairs]
+    rows = [{"attack": "fc-x", "soft_epa": e, "epa": 1 - e, "asr": a} for e, a in pairs]  # soft EPA counts
     # hijacked (ASR > 0) at EPA 0.1, 0.2 and 0.95, never at 0.2 and 0.9: 0.1 wins both pairs (2), 0.2 ties one and
     # wins one (1.5), 0.95 loses both (0): 3.5 of 6 pairs
     assert exercises.solution("05.5", result=Study(rows)) == pytest.approx(3.5 / 6)
     from poisondiff_lite.stats import auroc
 
-    assert auroc([r["epa"] for r in rows], [r["asr"] > 0 for r in rows]) == pytest.approx(3.5 / 6)
+    assert auroc([r["soft_epa"] for r in rows], [r["asr"] > 0 for r in rows]) == pytest.approx(3.5 / 6)
     failed = Study([{**r, "asr": 0.0} for r in rows])
     assert exercises.check("05.5", float("nan"), quiet=True, result=failed)
     assert not exercises.check("05.5", 0.5, quiet=True, result=failed)

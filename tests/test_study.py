@@ -278,7 +278,7 @@ def test_finding_text_says_what_the_numbers_say():
     one_bucket = study.StudyResults(config, targets[:2], results(lambda i: 4).rows[:8])  # two lowest targets
     text = finding_text(one_bucket)
     assert "in the only group attacked, the lowest-EPA bucket" in text and "against" not in text
-    assert "(every target has ASR 1.00)" in text
+    assert "(2 target(s): a rank correlation needs at least 3)" in text
     delta_groups = [dict(t, bucket="δ-low" if t["index"] < 5 else "δ-high") for t in targets]  # no EPA buckets
     text = finding_text(study.StudyResults(config, delta_groups, results(lambda i: 4 if i < 5 else 0).rows))
     assert "No attack rows" not in text and "group" in text and "1.00" in text and "0.00" in text, text

@@ -206,15 +206,15 @@ def tau_against_attacks(rows: Sequence[dict], *, ax: plt.Axes | None = None, tit
         edge = ["red" if r["below_tau"] else "k" for r in mine]
         ax.scatter(x, y, s=24, color=f"C{k}", edgecolor=edge, linewidth=[1.5 if e == "red" else 0.3 for e in edge])
         ratio = mine[0]["ratio"]
-        ax.axvline(ratio, color=f"C{k}", linestyle="--", linewidth=1, label=f"{label}: ε = {ratio:.3g}")
+        ax.axvline(ratio, color=f"C{k}", linestyle="--", linewidth=1, label=f"{label}: {ratio:.3g}")
     symlog_scale(ax, [r["tau"] for r in rows] + [r["ratio"] for r in rows], axis="x")
     highest = max([r["tau"] for r in rows] + [r["ratio"] for r in rows])
     ax.set_xlim(-0.3 * ax.xaxis.get_transform().linthresh, 2 * highest)  # τ = 0 at the left edge, nothing below it
     ax.set_xlabel("τ: the poison ratio it claims is needed (symlog)")
     ax.set_ylabel("ASR of the target")
     ax.set_ylim(-0.05, 1.05)
-    ax.legend(fontsize=8, title="attack, poison ratio used", title_fontsize=8)
-    ax.set_title(title or "red edge: hijacked although ε < τ")
+    ax.legend(fontsize=8, title="attack: poison ratio used", title_fontsize=8)
+    ax.set_title(title or "red edge: hijacked although ratio < τ")
     return fig
 
 
