@@ -35,8 +35,9 @@ def test_class_selection_is_applied_once(toy_bundle):
     once = pdl.prepare_data(config, toy_bundle)
     assert once.classes == ("c", "d") and set(once.test.labels.tolist()) == {0, 1}
     assert pdl.prepare_data(config, once) is once  # a second pass would select classes 2 and 3 of two: an error
-    other = pdl.prepare_data(toy_config(classes=(1, 0)), once)  # another selection is still applied (of what it gets)
-    assert other.classes == ("d", "c")
+    with pytest.raises(pdl.InvalidChoiceError, match=r"holds only classes \[2, 3\].*pass the data set as loaded"):
+        pdl.prepare_data(toy_config(classes=(1, 0)), once)  # classes 1 and 0 of the two kept would be 'd' and 'c'
+    assert pdl.prepare_data(toy_config(classes=(1, 0)), toy_bundle).classes == ("b", "a")  # of the data as loaded
 
 
 def test_selected_classes_keep_their_wnids(toy_bundle):
