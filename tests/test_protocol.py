@@ -279,7 +279,8 @@ def _benchmark_reference(model, target, base, eps, steps, lr, watermark):
             xr = x.clone().requires_grad_(True)
             grad = torch.autograd.grad(((model.features(xr[None])[0] - phi_t) ** 2).sum(), xr)[0]
             cand = (b + (x - step * grad - b).clamp(-eps, eps)).clamp(0, 1)
-            new = float(((model.features(cand[None])[0] - phi_t) ** 2).sum())
+            with torch.no_grad():
+                new = float(((model.features(cand[None])[0] - phi_t) ** 2).sum())
             if new <= loss:
                 done = float((cand - x).norm() / x.norm()) < 1e-5
                 x, loss = cand, new
