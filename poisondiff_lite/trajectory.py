@@ -138,11 +138,19 @@ class Trajectory:
                 extra=json.loads(str(data["extra_json"])),
             )
             runs, epochs, examples = traj.preds.shape
-            if traj.true_prob.shape != traj.preds.shape or len(traj.labels) != examples or traj.completed > runs:
+            if (
+                traj.true_prob.shape != traj.preds.shape
+                or len(traj.labels) != examples
+                or not 0 <= traj.completed <= runs
+            ):
                 raise ValueError(
                     f"inconsistent arrays (preds {traj.preds.shape}, true_prob {traj.true_prob.shape}, "
                     f"{len(traj.labels)} labels, {traj.completed} runs completed)"
                 )
+            done = traj.preds[: traj.completed]
+            classes = len(traj.classes) or None
+            if done.size and (done.min() < 0 or (classes is not None and done.max() >= classes)):
+                raise ValueError(f"finished runs predict classes outside [0, {classes}): {done.min()}..{done.max()}")
         except ResultsFileError:
             raise
         except Exception as exc:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import warnings
 
+import numpy as np
+
 import pytest
 
 import poisondiff_lite as pdl
@@ -208,3 +210,27 @@ def test_seeds_beyond_64_bits_are_one_line(call, words):
 
 def test_the_table_is_large_enough():
     assert len(CLI) + len(DAMAGED_TARGETS) + 7 + 5 + 5 >= 40
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda a: a.update(completed=np.asarray(-1)), ["-1 runs completed"]),
+        (lambda a: a.update(completed=np.asarray(99)), ["99 runs completed"]),
+        (lambda a: a["preds"].__setitem__((0, 0, 0), 99), ["outside [0, 4)"]),
+        (lambda a: a.pop("true_prob"), ["no array", "true_prob"]),
+        (lambda a: a.update(config_json=np.asarray("{not json")), ["JSONDecodeError"]),
+    ],
+)
+def test_a_damaged_trajectory_file_is_one_line(damage, words, tmp_path, toy_bundle):
+    config = pdl.TrajectoryConfig(dataset="cifar10", train=pdl.TrainConfig.quick(epochs=1, batch_size=16), runs=1)
+    path = tmp_path / "t.npz"
+    pdl.record_trajectories(config, data=toy_bundle, path=path, device="cpu", show_progress=False)
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    damage(arrays)
+    np.savez(path, **arrays)
+    with pytest.raises(ResultsFileError) as info:
+        pdl.Trajectory.load(path)
+    message = str(info.value)
+    assert "\n" not in message and "Fix: delete it and record again" in message and all(w in message for w in words)
