@@ -234,3 +234,23 @@ def test_a_damaged_trajectory_file_is_one_line(damage, words, tmp_path, toy_bund
         pdl.Trajectory.load(path)
     message = str(info.value)
     assert "\n" not in message and "Fix: delete it and record again" in message and all(w in message for w in words)
+
+
+@pytest.mark.parametrize("target", ["3", True, 3.0, np.float32(3)])
+def test_evaluate_poisons_names_what_a_target_is(target, toy_bundle, tmp_path):
+    from poisondiff_lite.evaluate import evaluate_poisons
+
+    trajectory = pdl.TrajectoryConfig(dataset="cifar10", train=pdl.TrainConfig.quick(epochs=1, batch_size=16), runs=1)
+    config = pdl.StudyConfig.quick(trajectory=trajectory, victims=1)
+    with pytest.raises(pdl.InvalidChoiceError, match="target must be a test index .* or the target image") as info:
+        evaluate_poisons(
+            toy_bundle.train.images[:4],
+            [0, 1, 2, 3],
+            target,
+            config=config,
+            data=toy_bundle,
+            device="cpu",
+            show_progress=False,
+            results_dir=tmp_path,
+        )
+    assert "\n" not in str(info.value)
