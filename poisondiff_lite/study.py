@@ -107,14 +107,16 @@ def _run_locked(
     client: Any,
 ) -> StudyResults:
     atomic_write_json(folder / "study.json", config.to_dict())
+    targets_path = folder / "targets.json"  # a damaged targets file or log stops here, before any training
+    saved = read_targets(targets_path)["targets"] if targets_path.exists() else None
+    log = ResultsLog(folder / "results.jsonl", {"study": config.key(), "config": config.to_dict()})
     experiment = clean_experiment(
         config.trajectory, data=data, device=device, show_progress=show_progress, results_dir=results_dir
     )
     surrogate, split = experiment.surrogate, experiment.split
 
-    targets_path = folder / "targets.json"
-    if targets_path.exists():
-        targets = read_targets(targets_path)["targets"]
+    if saved is not None:
+        targets = saved
     else:
         chosen, known_tau = choose_targets(
             config, experiment.scores, surrogate, split.images, data.train, device, show_progress
@@ -123,7 +125,6 @@ def _run_locked(
         targets = [{"key": setup_key(config.target_class, config.poison_class, r["index"]), **r} for r in rows]
         atomic_write_json(targets_path, {"targets": json_safe(targets), "classes": list(data.classes)})
 
-    log = ResultsLog(folder / "results.jsonl", {"study": config.key(), "config": config.to_dict()})
     seeds = victim_seeds(config.victim_seed0, config.victims)
     target_images = split.images[[t["index"] for t in targets]].cpu()
     features = None

@@ -254,3 +254,25 @@ def test_evaluate_poisons_names_what_a_target_is(target, toy_bundle, tmp_path):
             results_dir=tmp_path,
         )
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "name, text, words",
+    [
+        ("targets.json", "[]", ["does not hold a study's targets"]),
+        ("targets.json", '{"targets": [{"key": "0-1-3"}]}', ["lacks index, epa"]),
+        ("results.jsonl", '{"header": {"study": "another"}}\n', ["belongs to another study"]),
+    ],
+)
+def test_a_study_with_damaged_files_stops_before_any_training(name, text, words, toy_bundle, tmp_path):
+    from poisondiff_lite import study
+
+    trajectory = pdl.TrajectoryConfig(dataset="cifar10", train=pdl.TrainConfig.quick(epochs=1, batch_size=16), runs=1)
+    config = pdl.StudyConfig.quick(trajectory=trajectory, victims=1, per_bucket=1)
+    folder = study.study_dir(config, tmp_path)
+    folder.mkdir(parents=True)
+    (folder / name).write_text(text)
+    with pytest.raises(ResultsFileError) as info:
+        study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False)
+    assert "\n" not in str(info.value) and all(w in str(info.value) for w in words), info.value
+    assert not list(tmp_path.rglob("*.npz")), "the clean runs were trained before the damaged file was read"
