@@ -67,6 +67,8 @@ CLI = [
     (["study", "--results-dir", "{file}"], ["{file}"]),
     (["study", "--out", "{tmp}"], ["is a folder"]),
     (["tutorial", "--out", "{file}"], ["is a file, not a folder", "--out"]),
+    (["tutorial", "--out", "/proc/no-such-folder/nb"], ["is not writable", "--out"]),
+    (["epa", "--out", "/proc/no-such-folder/e.csv"], ["is not writable", "--out"]),
     (["tutorial", "--only", "99"], ["--only 99", "no such notebook", "choose among 00"]),
     (["tutorial", "--notebooks", "{tmp}/none"], ["none"]),
 ]
