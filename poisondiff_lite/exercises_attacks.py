@@ -107,16 +107,17 @@ def _never_right(*, scores, fish) -> int:
 
 @exercise(
     "06.2",
-    "In the lab study, which EPA bucket gained most from gradient matching over its no-attack baseline?",
-    "`lab.by_bucket()`: per bucket, the GM row's mean_asr minus the no-attack row's mean_asr; take the largest.",
-    compare=one_of,
+    "In the lab study, how much did gradient matching gain in the p40 bucket over its no-attack baseline?",
+    "`lab.by_bucket()`: the p40 GM row's mean_asr minus the p40 no-attack row's mean_asr.",
+    compare=within(1e-3),
 )
-def _gm_best_gain(*, result) -> set[str]:
+def _gm_gain_p40(*, result) -> float:
     rows = result.by_bucket()
     base = {r["bucket"]: r["mean_asr"] for r in rows if r["attack"].startswith("none")}
-    gain = {r["bucket"]: r["mean_asr"] - base.get(r["bucket"], 0.0) for r in _rows_of(rows, "gm")}
-    best = max(gain.values())
-    return {b for b, g in gain.items() if math.isclose(g, best)}
+    gm = {r["bucket"]: r["mean_asr"] for r in _rows_of(rows, "gm")}
+    if "p40" not in gm:
+        raise InvalidChoiceError("the study has no p40 bucket; pass the lab study (lab)")
+    return gm["p40"] - base.get("p40", 0.0)
 
 
 @exercise(

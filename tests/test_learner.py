@@ -348,13 +348,19 @@ def test_the_explorer_keeps_two_studies_with_one_attack_label_apart(toy_view, mo
 
 
 def test_exercise_06_2_asks_for_the_gain_over_the_baseline_not_the_raw_asr():
-    study = _fake_study((AttackConfig.quick("gm"),), {"lowest": [1, 1], "highest": [1, 0]})
+    study = _fake_study((AttackConfig.quick("gm"),), {"lowest": [1, 1], "p40": [1, 0]})
     study.rows += [  # no-attack victims: the lowest target falls without any poison, the highest never
         {"key": key, "attack": "none-scratch", "victim": v, "success": key == "0-1-0", "clean_accuracy": 0.5}
         for key in ("0-1-0", "0-1-1")
         for v in range(2)
     ]
-    assert exercises.solution("06.2", result=study) == {"highest"}  # raw ASR would say "lowest"
+    # p40: GM 1 of 2, no attack 0 of 2: a gain of 0.5 (its raw ASR alone would say 0.5 as well, the lowest 0)
+    assert exercises.solution("06.2", result=study) == pytest.approx(0.5)
+    study.rows = [r for r in study.rows if r["attack"] != "none-scratch" or r["key"] != "0-1-1"] + [
+        {"key": "0-1-1", "attack": "none-scratch", "victim": v, "success": True, "clean_accuracy": 0.5}
+        for v in range(2)
+    ]
+    assert exercises.solution("06.2", result=study) == pytest.approx(-0.5)  # falls as often without poison
 
 
 def test_exercise_02_3_has_an_answer_when_the_two_classes_tie():
