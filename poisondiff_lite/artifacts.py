@@ -222,6 +222,15 @@ def distinct_labels(labels: dict[tuple[str, str], str], configs: dict[str, Any])
     return out
 
 
+def _group(name: str) -> str:
+    return f"{name}-EPA bucket" if name in BUCKETS else f"{name} group"
+
+
+def _asr(row: dict[str, Any]) -> str:
+    """A `by_bucket` row's mean ASR with its pooled Wilson interval."""
+    return f"{row['mean_asr']:.2f} [{row['pooled_low']:.2f}, {row['pooled_high']:.2f}]"
+
+
 def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) -> str:
     """What a study says about one metric, in sentences generated from its numbers (never from expectation).
 
@@ -243,21 +252,14 @@ def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) 
         easy, hard = mine[present[0]], mine[present[-1]]
         c = correlations[(ident, metric)]
         label = study.label(ident)
-
-        def group(name: str) -> str:
-            return f"{name}-EPA bucket" if name in BUCKETS else f"{name} group"
-
-        def asr(row: dict[str, Any]) -> str:
-            return f"{row['mean_asr']:.2f} [{row['pooled_low']:.2f}, {row['pooled_high']:.2f}]"
-
         if len(present) == 1:
             compared = (
-                f"mean ASR {asr(easy)} in the only group attacked, the {group(present[0])} "
+                f"mean ASR {_asr(easy)} in the only group attacked, the {_group(present[0])} "
                 f"(no attack: {format_number(base.get(present[0], np.nan), '.2f')}): nothing to compare it with"
             )
         else:
             compared = (
-                f"mean ASR {asr(easy)} in the {group(present[0])} against {asr(hard)} in the {group(present[-1])} "
+                f"mean ASR {_asr(easy)} in the {_group(present[0])} against {_asr(hard)} in the {_group(present[-1])} "
                 f"(no attack: {format_number(base.get(present[0], np.nan), '.2f')} "
                 f"and {format_number(base.get(present[-1], np.nan), '.2f')})"
             )
@@ -276,7 +278,7 @@ def finding_text(study: StudyResults, metric: str = "epa", alpha: float = 0.05) 
             )
         rho, p = c["spearman"], c["spearman_p"]
         if not np.isfinite(rho):
-            values = [r for r in study.per_target() if r["attack"] == ident]
+            values = [r for r in study.per_target() if r["attack"] == ident]  # only when no correlation exists
             why = (
                 f"{len(values)} target(s): a rank correlation needs at least 3"
                 if len(values) < 3

@@ -144,7 +144,7 @@ def evaluate_poisons(
     data = prepare_data(config.trajectory, data, data_dir=data_dir, download=download)
     train = data.train
     images, indices = _poison_set(poison_images, poison_indices, train.images.cpu())
-    if isinstance(target, (str, bytes, bool)) or np.ndim(target) == 0 and not isinstance(target, (int, np.integer)):
+    if isinstance(target, (str, bytes, bool)) or (np.ndim(target) == 0 and not isinstance(target, (int, np.integer))):
         raise InvalidChoiceError(
             f"target must be a test index (an integer) or the target image, got {target!r}. Fix: pass int(...) "
             f"of a test index, or the image itself"

@@ -72,7 +72,10 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
             )
         rows, damaged = [], []
         for number, row in enumerate(reader, start=2):  # line 1 is the header
-            (rows if _is_metrics_row(row) else damaged).append(row if _is_metrics_row(row) else number)
+            if _is_metrics_row(row):
+                rows.append(row)
+            else:
+                damaged.append(number)
     if damaged:  # a row cut short or edited by hand: dropped and computed again, like a damaged log line
         shown = ", ".join(map(str, damaged[:10])) + (" ..." if len(damaged) > 10 else "")
         warnings.warn(
@@ -150,10 +153,8 @@ def target_metrics_csv(
     experiment = clean_experiment(
         config, data=data, device=device, show_progress=show_progress, results_dir=results_dir
     )  # also trains run 0 again for its weights if they were not kept
-    if indices is not None:
+    if indices is not None:  # checked against the recorded examples above, before the clean runs
         chosen = [{"bucket": "chosen", "index": int(i)} for i in indices]
-        for c in chosen:
-            experiment.position(c["index"])  # an index that was not recorded stops here, before any row
     else:
         chosen = experiment.targets(target_class, per_bucket)
     out = Path(out)

@@ -33,6 +33,12 @@ def default_path(config: TrajectoryConfig, results_dir: str | os.PathLike | None
     return resolve_results_dir(results_dir) / "trajectories" / name
 
 
+def takes_bundle(config: TrajectoryConfig, data: DataBundle) -> bool:
+    """Can `prepare_data` use `data` for `config`: as loaded, or already prepared for the config's own classes?"""
+    prepared = data.notes.get("prepared_classes")
+    return prepared is None or prepared == (tuple(config.classes) if config.classes is not None else None)
+
+
 def prepare_data(
     config: TrajectoryConfig, data: DataBundle | None = None, *, data_dir: str | None = None, download: bool = False
 ) -> DataBundle:
@@ -40,13 +46,13 @@ def prepare_data(
     prepared for the same selection is returned as it is)."""
     data = data if data is not None else load_dataset(config.dataset, data_dir, download=download)
     prepared = data.notes.get("prepared_classes")
-    wanted = tuple(config.classes) if config.classes is not None else None
-    if prepared is not None and prepared != wanted:  # its labels are already renumbered: selecting again is wrong
+    if not takes_bundle(config, data):  # its labels are already renumbered: selecting again is wrong
+        wanted = "all" if config.classes is None else list(config.classes)
         raise InvalidChoiceError(
-            f"this {data.name} bundle holds only classes {list(prepared)}, the experiment needs "
-            f"{'all' if wanted is None else list(wanted)}; pass the data set as loaded (pdl.load_dataset)"
+            f"this {data.name} bundle holds only classes {list(prepared)}, the experiment needs {wanted}; pass the "
+            f"data set as loaded (pdl.load_dataset)"
         )
-    if config.classes is not None and prepared != wanted:
+    if config.classes is not None and prepared is None:
         data = data.select_classes(list(config.classes))
         data = dataclasses.replace(data, notes=dict(data.notes, prepared_classes=tuple(config.classes)))
     return data

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .data import DataBundle
-from .record import prepare_data
+from .record import prepare_data, takes_bundle
 from .results import StudyResults
 from .utils import format_number
 
@@ -24,8 +24,7 @@ def study_train_size(study: StudyResults, data: DataBundle | None = None, data_d
     `data` is the data set as loaded (`pdl.load_dataset`), else it is loaded from `data_dir` (about a second).
     """
     config = study.config.trajectory
-    wanted = tuple(config.classes) if config.classes is not None else None
-    if data is not None and (data.name != config.dataset or data.notes.get("prepared_classes") not in (None, wanted)):
+    if data is not None and (data.name != config.dataset or not takes_bundle(config, data)):
         data = None  # another data set, or another class selection of it: load the study's own
     return len(prepare_data(config, data, data_dir=data_dir).train)
 
@@ -41,7 +40,7 @@ def tau_against_attacks(study: StudyResults, train_size: int) -> list[dict[str, 
 
     Returns
     -------
-    Rows with ``index``, ``bucket``, ``attack``, ``label``, ``tau``, ``ratio``, ``successes``, ``victims`` and
+    Rows with ``index``, ``bucket``, ``attack``, ``label``, ``tau``, ``ratio``, ``asr``, ``successes``, ``victims`` and
     ``below_tau`` (hijacked at least once although ``ratio < tau``).
     """
     attacks = {a: attack for a, attack in zip(study.attack_ids(), study.config.attacks)}
@@ -61,6 +60,7 @@ def tau_against_attacks(study: StudyResults, train_size: int) -> list[dict[str, 
                 "label": row["label"],
                 "tau": tau,
                 "ratio": ratio,
+                "asr": row["asr"],
                 "successes": row["successes"],
                 "victims": row["victims"],
                 "below_tau": bool(row["successes"] > 0 and ratio < tau),

@@ -66,6 +66,18 @@ class _CellMarks:
             f.write(json.dumps({"cell": mark}) + "\n")
 
 
+def raises_one_line(call, *words: str, error: type[Exception] | None = None) -> str:
+    """Call `call`, expect `error` (default: the package's InvalidChoiceError) with a one-line message holding every
+    one of `words`, and return the message."""
+    from poisondiff_lite import InvalidChoiceError
+
+    with pytest.raises(error or InvalidChoiceError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message and all(w in message for w in words), message
+    return message
+
+
 def _data_root() -> Path:
     root = Path(os.environ.get("POISONDIFF_DATA", SHARED_DATA))
     if not (root / "cifar10-subset").exists() and not (root / "cifar-10-batches-py").exists():

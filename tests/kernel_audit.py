@@ -2,8 +2,8 @@
 
 Appends JSON lines to ``$POISONDIFF_AUDIT_LOG`` for `test_tutorial_consistency.py`:
 - ``{"open": path, "write": bool}`` for every file opened (or renamed into place, or removed) under the results folder;
-- ``{"epa": key, "values": {index: epa}}`` after each cell, for every recorded trajectory and study the notebook
-  holds (top-level names, and one level into containers and objects), keyed by the experiment's file name.
+- ``{"epa": key, "values": {index: epa}}`` after a cell that changed it, for every recorded trajectory and study the
+  notebook holds (top-level names, and one level into containers and objects), keyed by the experiment's file name.
 The test suite's process writes ``{"cell": ...}`` before each cell runs, so each line belongs to the cell above it.
 """
 
@@ -59,14 +59,20 @@ def _install() -> None:
 
     sys.addaudithook(hook)
 
+    computed: dict = {}  # id -> (the trajectory, its completed runs, its EPA): computed once per state, not per cell
+    emitted: dict = {}  # key -> the EPA last logged for it: a line only when it changes
+
     def epa_of(value, key_of, seen: dict) -> None:
         from poisondiff_lite.metrics import trajectory_metrics
         from poisondiff_lite.results import StudyResults
         from poisondiff_lite.trajectory import Trajectory
 
         if isinstance(value, Trajectory) and value.completed:
-            scores = trajectory_metrics(value.finished())
-            values = {int(i): round(float(e), 6) for i, e in zip(scores["indices"], scores["epa"])}
+            held, completed, values = computed.get(id(value), (None, None, None))
+            if held is not value or completed != value.completed:  # the object is kept, so its id is not reused
+                scores = trajectory_metrics(value.finished())
+                values = {int(i): round(float(e), 6) for i, e in zip(scores["indices"], scores["epa"])}
+                computed[id(value)] = (value, value.completed, values)
             seen.setdefault(key_of(value.config), {}).update(values)
         elif isinstance(value, StudyResults):
             values = {int(t["index"]): round(float(t["epa"]), 6) for t in value.targets if "epa" in t}
@@ -95,7 +101,9 @@ def _install() -> None:
                 except Exception:  # a half-built object: nothing to say about it
                     pass
         for key, values in seen.items():
-            emit({"epa": key, "values": values})
+            if emitted.get(key) != values:
+                emitted[key] = values
+                emit({"epa": key, "values": values})
 
     get_ipython().events.register("post_run_cell", after_cell)  # noqa: F821
 

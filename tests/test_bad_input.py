@@ -12,7 +12,7 @@ import torch
 
 import poisondiff_lite as pdl
 import poisondiff_lite.record as record
-from poisondiff_lite import InvalidChoiceError, PoisonDiffError, ResultsFileError, TrainConfig, TrajectoryConfig
+from poisondiff_lite import PoisonDiffError, ResultsFileError, TrainConfig, TrajectoryConfig
 from poisondiff_lite.attacks import AttackConfig, Poisons, craft
 from poisondiff_lite.budget import budget_lower_bound
 from poisondiff_lite.distance import distance_matrix, poisoning_distance
@@ -21,6 +21,8 @@ from poisondiff_lite.metrics import epa, select_targets, soft_epa
 from poisondiff_lite.models import build_model
 from poisondiff_lite.utils import atomic_write, check_flag, check_writable, progress
 
+from conftest import raises_one_line
+
 TOY = TrainConfig.quick(epochs=2, batch_size=16, eval_batch_size=32)
 
 
@@ -28,13 +30,6 @@ TOY = TrainConfig.quick(epochs=2, batch_size=16, eval_batch_size=32)
 def net():
     torch.manual_seed(0)
     return build_model("fastnet_small", 4).eval()
-
-
-def _raises(call, *words: str, error: type[Exception] = InvalidChoiceError) -> None:
-    with pytest.raises(error) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message and all(w in message for w in words), message
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -73,7 +68,7 @@ LABELS = np.array([0, 1, 0])
     ],
 )
 def test_numbers_that_would_mislead_are_refused(call, words):
-    _raises(call, *words)
+    raises_one_line(call, *words)
 
 
 def test_valid_predictions_still_give_the_hand_computed_epa():
@@ -86,7 +81,7 @@ def test_valid_predictions_still_give_the_hand_computed_epa():
     [((-1, 0), ("[0, 4)", "-1")), ((0, 0, 1), ("more than once",)), ((7,), ("[0, 4)", "7")), ((), ("at least one",))],
 )
 def test_class_lists_are_checked(toy_bundle, classes, words):
-    _raises(lambda: toy_bundle.select_classes(classes), *words)
+    raises_one_line(lambda: toy_bundle.select_classes(classes), *words)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -98,7 +93,7 @@ IMAGE = torch.randint(0, 256, (3, 16, 16), generator=torch.Generator().manual_se
 @pytest.mark.parametrize("labels", [[0, 99], [0, -1], [0.0, float("nan")], [0, 1.5]])
 def test_distance_matrix_refuses_labels_the_model_has_no_class_for(net, labels):
     batch = IMAGE[None].expand(2, -1, -1, -1)
-    _raises(
+    raises_one_line(
         lambda: distance_matrix(net, batch, np.array(labels), device="cpu", show_progress=False), "labels", "[0, 4)"
     )
 
@@ -114,12 +109,14 @@ def test_distance_matrix_refuses_labels_the_model_has_no_class_for(net, labels):
     ],
 )
 def test_bad_images_are_refused_by_delta_tau_and_crafting(net, toy_bundle, image, words):
-    _raises(lambda: poisoning_distance(net, image, 1, device="cpu"), *words)
-    _raises(lambda: budget_lower_bound(net, image, 1, toy_bundle.train, num_batches=1, device="cpu"), *words)
+    raises_one_line(lambda: poisoning_distance(net, image, 1, device="cpu"), *words)
+    raises_one_line(lambda: budget_lower_bound(net, image, 1, toy_bundle.train, num_batches=1, device="cpu"), *words)
     if torch.is_tensor(image) and image.ndim == 3:
         batch = image[None].expand(2, -1, -1, -1)
-        _raises(lambda: distance_matrix(net, batch, np.array([0, 0]), device="cpu", show_progress=False), *words)
-        _raises(
+        raises_one_line(
+            lambda: distance_matrix(net, batch, np.array([0, 0]), device="cpu", show_progress=False), *words
+        )
+        raises_one_line(
             lambda: craft(
                 AttackConfig.quick("gm", steps=1),
                 net,
@@ -144,15 +141,17 @@ def test_tau_checks_its_batches_before_searching_delta(net, toy_bundle, monkeypa
         "poisondiff_lite.budget.poisoning_distance",
         lambda *a, **k: pytest.fail("δ was searched before the settings were checked"),
     )
-    _raises(lambda: budget_lower_bound(net, IMAGE, 1, toy_bundle.train, num_batches=0, device="cpu"), "num_batches")
+    raises_one_line(
+        lambda: budget_lower_bound(net, IMAGE, 1, toy_bundle.train, num_batches=0, device="cpu"), "num_batches"
+    )
 
 
 def test_datasets_from_tensors_name_the_conversion():
     x = torch.rand(8, 3, 16, 16)
-    _raises(lambda: pdl.DataBundle.from_tensors("mine", x, torch.zeros(8), x, torch.zeros(8)), "uint8", "255")
+    raises_one_line(lambda: pdl.DataBundle.from_tensors("mine", x, torch.zeros(8), x, torch.zeros(8)), "uint8", "255")
     u = (x * 255).to(torch.uint8)
-    _raises(lambda: pdl.ImageDataset(u, torch.full((8,), -1)), "labels", ">= 0")
-    _raises(lambda: pdl.ImageDataset(u, torch.zeros(8) + 0.5), "labels", "integers")
+    raises_one_line(lambda: pdl.ImageDataset(u, torch.full((8,), -1)), "labels", ">= 0")
+    raises_one_line(lambda: pdl.ImageDataset(u, torch.zeros(8) + 0.5), "labels", "integers")
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -188,7 +187,7 @@ def test_string_booleans_mean_what_they_say(value, expected):
     ],
 )
 def test_non_booleans_and_non_integers_from_papermill_are_errors(call, words):
-    _raises(call, *words)
+    raises_one_line(call, *words)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -202,7 +201,7 @@ def test_trajectory_without_preds_names_the_missing_array(tmp_path, toy_bundle):
     with np.load(path) as npz:
         arrays = {k: npz[k] for k in npz.files if k != "preds"}
     np.savez(path, **arrays)
-    _raises(lambda: pdl.Trajectory.load(path), "preds", "Fix", error=ResultsFileError)
+    raises_one_line(lambda: pdl.Trajectory.load(path), "preds", "Fix", error=ResultsFileError)
     assert traj.completed == 1
 
 
@@ -218,7 +217,7 @@ def test_truncated_saved_model_names_the_fix(tmp_path, toy_bundle):
     )
     model_file = record.run_model_path(path, 0)
     model_file.write_bytes(model_file.read_bytes()[:100])
-    _raises(
+    raises_one_line(
         lambda: pdl.load_run_model(path, 0), "not a readable saved model", "keep_models=True", error=ResultsFileError
     )
 
@@ -230,7 +229,7 @@ def test_truncated_poison_file_names_the_fix(tmp_path):
     path = tmp_path / "p.pt"
     poisons.save(path)
     path.write_bytes(path.read_bytes()[:50])
-    _raises(
+    raises_one_line(
         lambda: Poisons.load(path, torch.zeros(2, 3, 4, 4, dtype=torch.uint8)),
         "poison file",
         "delete it",
@@ -243,7 +242,7 @@ def test_damaged_targets_file_names_the_fix(tmp_path, content):
     from poisondiff_lite.study import StudyConfig, read_study
 
     (tmp_path / "targets.json").write_text(content)
-    _raises(lambda: read_study(tmp_path, StudyConfig.quick()), "targets.json", "Fix", error=ResultsFileError)
+    raises_one_line(lambda: read_study(tmp_path, StudyConfig.quick()), "targets.json", "Fix", error=ResultsFileError)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -253,7 +252,7 @@ def test_unwritable_results_folder_fails_before_training(tmp_path, toy_bundle, m
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     monkeypatch.setattr(record, "train_fresh_many", lambda *a, **k: pytest.fail("trained before checking the folder"))
-    _raises(
+    raises_one_line(
         lambda: record.record_trajectories(
             TrajectoryConfig(train=TOY, runs=1),
             data=toy_bundle,
@@ -265,8 +264,8 @@ def test_unwritable_results_folder_fails_before_training(tmp_path, toy_bundle, m
         "Fix",
         error=ResultsFileError,
     )
-    _raises(lambda: check_writable(blocker / "sub"), "not writable", error=ResultsFileError)
-    _raises(
+    raises_one_line(lambda: check_writable(blocker / "sub"), "not writable", error=ResultsFileError)
+    raises_one_line(
         lambda: atomic_write(blocker / "x.bin", lambda f: f.write(b"1")),
         "could not write",
         "Fix",
@@ -279,7 +278,7 @@ def test_study_checks_its_folder_and_bucket_size_before_training(tmp_path, toy_b
 
     monkeypatch.setattr(study, "clean_experiment", lambda *a, **k: pytest.fail("trained before the checks"))
     config = pdl.StudyConfig(trajectory=TrajectoryConfig(train=TOY, runs=1), per_bucket=5000, victims=1)
-    _raises(
+    raises_one_line(
         lambda: pdl.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False),
         "per_bucket=5000",
         "at most 8",
@@ -304,7 +303,7 @@ def test_metrics_table_checks_settings_before_training(tmp_path, toy_bundle, mon
     import poisondiff_lite.metrics_table as table
 
     monkeypatch.setattr(table, "clean_experiment", lambda *a, **k: pytest.fail("trained before the checks"))
-    _raises(
+    raises_one_line(
         lambda: table.target_metrics_csv(
             TrajectoryConfig(train=TOY, runs=1),
             tmp_path / "m.csv",
@@ -355,4 +354,4 @@ def test_cli_epa_keeps_models_on_request(tmp_path, monkeypatch):
 def test_positive_check_still_accepts_numpy_numbers():
     check_positive("victims", np.int64(3))
     check_positive("budget", np.float32(0.01))
-    _raises(lambda: check_positive("budget", True), "budget", error=PoisonDiffError)
+    raises_one_line(lambda: check_positive("budget", True), "budget", error=PoisonDiffError)

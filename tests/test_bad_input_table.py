@@ -19,6 +19,8 @@ from poisondiff_lite.cli import main
 from poisondiff_lite.metrics_table import COLUMNS, read_rows
 from poisondiff_lite.results import read_study
 
+from conftest import raises_one_line
+
 CLI = [
     # (argv, words the one-line error holds); every row exits with 2
     (["epa", "--runs", "0"], ["runs must be > 0"]),
@@ -134,9 +136,7 @@ DAMAGED_TARGETS = [
 @pytest.mark.parametrize("targets, words", DAMAGED_TARGETS)
 def test_damaged_targets_are_one_line(targets, words, tmp_path):
     folder = _study_folder(tmp_path, targets=targets)
-    with pytest.raises(ResultsFileError) as info:
-        read_study(folder)
-    assert "\n" not in str(info.value) and all(w in str(info.value) for w in words), info.value
+    raises_one_line(lambda: read_study(folder), *words, error=ResultsFileError)
 
 
 @pytest.mark.parametrize(
@@ -205,9 +205,7 @@ def test_a_damaged_metrics_row_is_dropped_with_a_warning_and_the_rest_kept(chang
     ],
 )
 def test_seeds_beyond_64_bits_are_one_line(call, words):
-    with pytest.raises(pdl.InvalidChoiceError) as info:
-        call()
-    assert "\n" not in str(info.value) and all(w in str(info.value) for w in words), info.value
+    raises_one_line(call, *words)
 
 
 def test_the_table_is_large_enough():
@@ -232,10 +230,9 @@ def test_a_damaged_trajectory_file_is_one_line(damage, words, tmp_path, toy_bund
         arrays = {k: npz[k] for k in npz.files}
     damage(arrays)
     np.savez(path, **arrays)
-    with pytest.raises(ResultsFileError) as info:
-        pdl.Trajectory.load(path)
-    message = str(info.value)
-    assert "\n" not in message and "Fix: delete it and record again" in message and all(w in message for w in words)
+    raises_one_line(
+        lambda: pdl.Trajectory.load(path), "Fix: delete it and record again", *words, error=ResultsFileError
+    )
 
 
 @pytest.mark.parametrize("target", ["3", True, 3.0, np.float32(3)])
@@ -274,7 +271,9 @@ def test_a_study_with_damaged_files_stops_before_any_training(name, text, words,
     folder = study.study_dir(config, tmp_path)
     folder.mkdir(parents=True)
     (folder / name).write_text(text)
-    with pytest.raises(ResultsFileError) as info:
-        study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False)
-    assert "\n" not in str(info.value) and all(w in str(info.value) for w in words), info.value
+    raises_one_line(
+        lambda: study.run_study(config, data=toy_bundle, device="cpu", results_dir=tmp_path, show_progress=False),
+        *words,
+        error=ResultsFileError,
+    )
     assert not list(tmp_path.rglob("*.npz")), "the clean runs were trained before the damaged file was read"

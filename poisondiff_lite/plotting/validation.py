@@ -202,14 +202,14 @@ def tau_against_attacks(rows: Sequence[dict], *, ax: plt.Axes | None = None, tit
     for k, label in enumerate(dict.fromkeys(r["label"] for r in rows)):
         mine = [r for r in rows if r["label"] == label]
         x = np.array([r["tau"] for r in mine])
-        y = np.array([r["successes"] / r["victims"] for r in mine]) + rng.uniform(-0.015, 0.015, len(mine))
+        y = np.array([r["asr"] for r in mine]) + rng.uniform(-0.015, 0.015, len(mine))
         edge = ["red" if r["below_tau"] else "k" for r in mine]
         ax.scatter(x, y, s=24, color=f"C{k}", edgecolor=edge, linewidth=[1.5 if e == "red" else 0.3 for e in edge])
         ratio = mine[0]["ratio"]
         ax.axvline(ratio, color=f"C{k}", linestyle="--", linewidth=1, label=f"{label}: {ratio:.3g}")
-    symlog_scale(ax, [r["tau"] for r in rows] + [r["ratio"] for r in rows], axis="x")
-    highest = max([r["tau"] for r in rows] + [r["ratio"] for r in rows])
-    ax.set_xlim(-0.3 * ax.xaxis.get_transform().linthresh, 2 * highest)  # τ = 0 at the left edge, nothing below it
+    x_values = [r["tau"] for r in rows] + [r["ratio"] for r in rows]
+    symlog_scale(ax, x_values, axis="x")
+    ax.set_xlim(-0.3 * ax.xaxis.get_transform().linthresh, 2 * max(x_values))  # τ = 0 at the left edge, none below
     ax.set_xlabel("τ: the poison ratio it claims is needed (symlog)")
     ax.set_ylabel("ASR of the target")
     ax.set_ylim(-0.05, 1.05)
