@@ -1,5 +1,6 @@
 """Command line: ``poisondiff tutorial`` (run every notebook headlessly), ``poisondiff epa`` (EPA to CSV),
-``poisondiff metrics`` (EPA, DPS, δ and τ of chosen targets to CSV) and ``poisondiff study`` (attack validation).
+``poisondiff metrics`` (EPA, DPS, δ and τ of chosen targets to CSV), ``poisondiff study`` (attack validation) and
+``poisondiff course release|grade`` (coursework with nbgrader).
 
 Errors the user can fix are printed as one line (``error: ...``) with exit code 2, never as a traceback.
 """
@@ -13,7 +14,8 @@ import time
 from pathlib import Path
 
 from .cli_parser import build_parser
-from .errors import InvalidChoiceError, PoisonDiffError
+from .errors import PoisonDiffError
+from .notebook_files import numbered_notebooks
 from .results import CORRELATION_COLUMNS
 from .utils import atomic_write_csv, check_writable
 
@@ -46,20 +48,7 @@ KERNEL_QUIET = ["--log-level=ERROR"]  # silences the kernel's "TCP without encry
 def _tutorial(args: argparse.Namespace) -> int:
     import papermill as pm
 
-    notebooks = sorted(Path(args.notebooks).glob("[0-9][0-9]_*.ipynb"))
-    if args.only and notebooks:
-        unknown = [o for o in args.only if not any(nb.name.startswith(o) for nb in notebooks)]
-        if unknown:
-            raise InvalidChoiceError(
-                f"--only {' '.join(unknown)}: no such notebook in {args.notebooks}. Fix: choose among "
-                f"{', '.join(nb.name[:2] for nb in notebooks)}"
-            )
-        notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) for o in args.only)]
-    if not notebooks:
-        raise PoisonDiffError(
-            f"no numbered notebooks found in {args.notebooks}. Fix: run from the project folder or "
-            f"pass --notebooks PATH."
-        )
+    notebooks = numbered_notebooks(args.notebooks, args.only)
     out_dir = check_writable(args.out, what="--out", fix=OUT_FIX)
     parameters = {"QUICK": not args.full, "INTERACTIVE": False}  # no progress bars or widgets in saved notebooks
     if args.device:
@@ -289,7 +278,29 @@ def _trajectory(args: argparse.Namespace, **overrides):
     return TrajectoryConfig.quick(args.dataset, **overrides)
 
 
-COMMANDS = {"tutorial": _tutorial, "epa": _epa, "metrics": _metrics, "study": _study}
+def _course(args: argparse.Namespace) -> int:
+    from . import course
+
+    if args.action == "release":
+        assignments = course.release(args.dir, args.only, args.notebooks)
+        print(
+            f"released {len(assignments)} assignment(s) with nbgrader into {Path(args.dir) / 'release'}: "
+            f"{', '.join(a.name for a in assignments)}; what to do next: {Path(args.dir) / 'README.md'}"
+        )
+        return 0
+    out = _check_out(args.out)
+    rows = course.grade(args.dir, out, args.only)
+    totals: dict[str, list[float]] = {}
+    for row in rows:
+        got = totals.setdefault(row["student"], [0.0, 0.0])
+        got[0], got[1] = got[0] + row["points"], got[1] + row["max_points"]
+    for student, (points, most) in totals.items():
+        print(f"  {student:20s} {points:g} / {most:g}")
+    print(f"wrote {len(rows)} rows to {out}")
+    return 0
+
+
+COMMANDS = {"tutorial": _tutorial, "epa": _epa, "metrics": _metrics, "study": _study, "course": _course}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ import argparse
 
 from .utils import project_root
 
-DESCRIPTION = "Command line: poisondiff tutorial, epa, metrics and study."
+DESCRIPTION = "Command line: poisondiff tutorial, epa, metrics, study and course."
 
 
 def data_options(parser: argparse.ArgumentParser, full_help: str) -> None:
@@ -116,4 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
         "cluster extra; pays with a GPU per worker, not on a 2-core laptop)",
     )
     sty.add_argument("--scheduler", default=None, help="run them on an existing Dask scheduler (tcp://host:8786)")
+    course_options(sub)
     return parser
+
+
+def course_options(sub) -> None:
+    """``poisondiff course release DIR`` and ``poisondiff course grade DIR`` (nbgrader; the ``course`` extra)."""
+    course = sub.add_parser("course", help="coursework with nbgrader: release the notebooks, grade submissions")
+    actions = course.add_subparsers(dest="action", required=True)
+    rel = actions.add_parser("release", help="write an nbgrader course folder: source/, release/ and a README")
+    rel.add_argument("dir", help="the course folder (created if missing)")
+    rel.add_argument("--only", nargs="+", help="release only notebooks whose name starts with these (e.g. 05 06)")
+    rel.add_argument("--notebooks", default=str(project_root() / "notebooks"), help="folder of the numbered notebooks")
+    grd = actions.add_parser("grade", help="autograde submitted/<student>/<assignment>/ with nbgrader")
+    grd.add_argument("dir", help="the course folder `course release` wrote")
+    grd.add_argument("--only", nargs="+", help="grade only assignments whose name starts with these")
+    grd.add_argument("--out", default="grades.csv", help="CSV to write: one row per student and exercise")

@@ -35,6 +35,10 @@ class DeviceUnavailableError(PoisonDiffError, RuntimeError):
     """A device (e.g. CUDA) was requested that this machine does not have."""
 
 
+class ExerciseNotSolved(PoisonDiffError, AssertionError):
+    """An exercise's answer is missing or wrong while nbgrader grades the notebook (its test cell then scores 0)."""
+
+
 def check_choice(what: str, value: object, choices: Iterable[object]) -> None:
     """Raise `InvalidChoiceError` naming the valid choices when `value` is not one of them."""
     choices = list(choices)

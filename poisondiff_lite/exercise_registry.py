@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 
-from .errors import InvalidChoiceError
+from .errors import ExerciseNotSolved, InvalidChoiceError
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,21 @@ def solution(key: str, **context: Any) -> Any:
     return item.solve(**context)
 
 
+GRADED_RUNS = ("autograde", "validate")  # what nbgrader sets NBGRADER_EXECUTION to while it runs a notebook
+
+
+def graded() -> bool:
+    """Whether nbgrader is running this kernel to grade or validate a submission."""
+    return os.environ.get("NBGRADER_EXECUTION") in GRADED_RUNS
+
+
 def check(key: str, answer: Any, *, quiet: bool = False, **context: Any) -> bool:
-    """Check `answer` to exercise `key`; print a verdict (and a hint when wrong). Returns whether it is right."""
+    """Check `answer` to exercise `key`; print a verdict (and a hint when wrong). Returns whether it is right.
+
+    It never raises on a wrong answer, so a notebook with open exercises runs top to bottom, except while nbgrader
+    grades it (``nbgrader autograde`` or ``validate``): then a missing or wrong answer raises `ExerciseNotSolved`,
+    which is how a test cell scores 0.
+    """
     item = _get(key)
     if answer is None:
         ok, verdict = False, f"exercise {key}: no answer yet. {item.question}"  # the hint only after a try
@@ -97,6 +111,8 @@ def check(key: str, answer: Any, *, quiet: bool = False, **context: Any) -> bool
         verdict = f"exercise {key}: correct!" if ok else f"exercise {key}: not quite ({answer!r}). Hint: {item.hint}"
     if not quiet:
         print(verdict)
+    if not ok and graded():
+        raise ExerciseNotSolved(verdict)
     return ok
 
 
