@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,17 @@ def _nbgrader_meta(cell: dict) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {})
 
 
+def _solution_code(source: str) -> str:
+    """A hidden solution cell's code without its header comment and without the ``with pdl.exercises.folded(...)``
+    that folds its printed output away in a learner's notebook (the instructor sees it plainly)."""
+    lines = source.strip("\n").split("\n")
+    if lines and lines[0].startswith("#"):
+        lines = lines[1:]
+    if lines and lines[0].startswith("with pdl.exercises.folded("):
+        return textwrap.dedent("\n".join(lines[1:]))
+    return "\n".join(lines)
+
+
 def _solution_key(source: str) -> str:
     keys = {f"{a}.{b}" for a, b in CHECK_CALL.findall(source)}
     if len(keys) != 1:
@@ -122,7 +134,7 @@ def instructor_notebook(notebook: dict) -> dict:
             grade_id = "ex{}-{}-answer".format(*key.split("."))
             if grade_id not in answers:
                 raise PoisonDiffError(f"exercise {key} has a hidden solution but no answer cell ({grade_id})")
-            body = source.split("\n", 1)[1] if source.startswith("# Solution") else source
+            body = _solution_code(source)
             answer = answers[grade_id]
             answer["source"] = f"{''.join(answer['source']).rstrip()}\n{BEGIN_SOLUTION}\n{body.strip()}\n{END_SOLUTION}"
             solved.add(grade_id)

@@ -7,10 +7,13 @@ public face) imports all three, so the layers read from the top down.
 
 from __future__ import annotations
 
+import contextlib
+import html
 import inspect
+import io
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,3 +141,26 @@ def each_within(tolerance: float) -> Callable[[Any, Any], bool]:
         )
 
     return compare
+
+
+@contextlib.contextmanager
+def folded(title: str) -> Iterator[None]:
+    """Print what the block prints folded away: in a notebook, an HTML ``<details>`` element closed until clicked
+    (JupyterLab shows a collapsed cell's output again when the cell runs, so a solution's printed answer would
+    otherwise sit in sight after Run All); elsewhere, as plain text under `title`."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        text = buffer.getvalue()
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:  # pragma: no cover - IPython comes with the notebooks extra
+            get_ipython = None
+        if get_ipython is not None and get_ipython() is not None:
+            folded_html = f"<details><summary>{html.escape(title)}</summary><pre>{html.escape(text)}</pre></details>"
+            display({"text/html": folded_html, "text/plain": f"{title} (folded)\n{text}"}, raw=True)
+        else:
+            print(f"{title}\n{text}", end="")

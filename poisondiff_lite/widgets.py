@@ -7,6 +7,7 @@ it never waits for input.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,6 +141,11 @@ class TargetView:
         return out
 
 
+def target_name(view: TargetView, pos: int) -> str:
+    """How the explorer names the recorded example at `pos`: ``test #123: airplane`` (the figure's title starts so)."""
+    return f"test #{int(view.traj.indices[pos])}: {short_name(view.classes[int(view.traj.labels[pos])], 30)}"
+
+
 def target_figure(view: TargetView, index: int | None = None, *, position: int | None = None) -> Figure:
     """One page about one target (by test index, or by `position` in the trajectory).
 
@@ -157,7 +163,7 @@ def target_figure(view: TargetView, index: int | None = None, *, position: int |
     ax.axis("off")
     dominant = view.classes[int(scores["dominant"][pos])]
     ax.set_title(
-        f"test #{int(traj.indices[pos])}: {short_name(view.classes[label], 30)}\nEPA {scores['epa'][pos]:.3f} · "
+        f"{target_name(view, pos)}\nEPA {scores['epa'][pos]:.3f} · "
         f"DPS {scores['dps'][pos]:.3f} ({short_name(dominant, 30)})",
         fontsize=9,
     )
@@ -254,6 +260,7 @@ def explorer(view: TargetView, *, label: int | None = None) -> Any:
     rank = w.IntSlider(min=0, max=1, value=0, description="EPA rank", continuous_update=False)
     easiest = w.Button(description="easiest", tooltip="lowest EPA: easiest to poison")
     hardest = w.Button(description="hardest", tooltip="highest EPA: hardest to poison")
+    caption = w.HTML()  # names the target the figure shows (browsers and screen readers can read it; a PNG cannot)
     out = w.Output()
 
     def positions() -> np.ndarray:
@@ -263,12 +270,23 @@ def explorer(view: TargetView, *, label: int | None = None) -> Any:
         with out:
             clear_output(wait=True)
             order = positions()
-            target_figure(view, position=int(order[min(rank.value, len(order) - 1)]))
+            shown = min(rank.value, len(order) - 1)
+            pos = int(order[shown])
+            caption.value = (
+                f"<b>{html.escape(target_name(view, pos))}</b>, EPA rank {shown} of {len(order) - 1} "
+                f"(0: easiest to poison), EPA {view.scores['epa'][pos]:.3f}"
+            )
+            target_figure(view, position=pos)
             plt.show()
 
     def on_class(*_: Any) -> None:
-        rank.max = max(len(positions()) - 1, 0)
-        rank.value = 0
+        # one message to the browser with the new range and the reset rank: set one by one, the slider in the page
+        # clamps the old rank to the new range and sends it back after the reset (seen in JupyterLab 4)
+        rank.unobserve(draw, names="value")
+        with rank.hold_sync():
+            rank.value = 0
+            rank.max = max(len(positions()) - 1, 0)
+        rank.observe(draw, names="value")
         draw()
 
     class_box.observe(on_class, names="value")
@@ -277,7 +295,7 @@ def explorer(view: TargetView, *, label: int | None = None) -> Any:
     hardest.on_click(lambda _: setattr(rank, "value", rank.max))
     rank.max = max(len(positions()) - 1, 0)
     draw()
-    widget = w.VBox([w.HBox([class_box, rank, easiest, hardest]), out])
+    widget = w.VBox([w.HBox([class_box, rank, easiest, hardest]), caption, out])
     display(widget)
     return widget
 

@@ -83,7 +83,11 @@ def test_instructor_notebook_moves_each_hidden_solution_into_its_answer_cell():
     nb = _notebook(
         _code("answer_1 = None  # exercise 1", **ANSWER),
         _code('pdl.exercises.check("00.1", answer_1);'),
-        _code('# Solution (hidden)\nanswer_1 = 3\nassert pdl.exercises.check("00.1", answer_1)', **HIDDEN),
+        _code(
+            '# Solution (hidden)\nwith pdl.exercises.folded("exercise 1"):\n    answer_1 = 3\n'
+            '    assert pdl.exercises.check("00.1", answer_1)',
+            **HIDDEN,
+        ),
     )
     nb["cells"][1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "exercise 00.1: no answer"}]
     source = course.instructor_notebook(copy.deepcopy(nb))

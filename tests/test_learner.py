@@ -220,6 +220,7 @@ def test_target_figure_shows_dynamics_delta_and_tau(toy_view):
     tau_ax = next(ax for ax in fig.axes if ax.get_ylabel().startswith("τ"))
     assert np.allclose([b.get_height() for b in tau_ax.patches], np.nan_to_num(tau, nan=0.0))
     assert tau_ax.get_yscale() == "symlog"  # τ spans decades: a linear axis hides all but the largest
+    assert fig.axes[0].get_title().startswith(widgets.target_name(toy_view, pos) + "\n")  # as the explorer's caption
     matplotlib.pyplot.close(fig)
 
 
@@ -230,8 +231,11 @@ def test_explorer_builds_without_a_frontend_and_navigates(toy_view, monkeypatch)
     class_box, rank, easiest, hardest = widget.children[0].children
     members = toy_view.ranked(0)
     assert rank.max == len(members) - 1 and drawn[-1] == members[0]
+    caption = widget.children[1]
+    assert f"<b>{widgets.target_name(toy_view, members[0])}</b>, EPA rank 0 of" in caption.value
     hardest.click()
     assert rank.value == rank.max and drawn[-1] == members[-1]
+    assert widgets.target_name(toy_view, members[-1]) in caption.value  # the caption follows the figure
     easiest.click()
     assert drawn[-1] == members[0]
     class_box.value = -1  # all classes
