@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .cli_parser import build_parser
 from .errors import PoisonDiffError
-from .notebook_files import numbered_notebooks
+from .notebook_files import is_packaged, numbered_notebooks
 from .results import CORRELATION_COLUMNS
 from .utils import atomic_write_csv, check_writable
 
@@ -64,7 +64,7 @@ def _tutorial(args: argparse.Namespace) -> int:
                 str(nb),
                 str(target),
                 parameters=parameters,
-                cwd=str(nb.parent),
+                cwd=str(Path.cwd() if is_packaged(nb.parent) else nb.parent),  # the installed copy: from here
                 kernel_name="python3",
                 progress_bar=not args.no_progress,
                 log_output=args.log_output,

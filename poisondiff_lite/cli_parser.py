@@ -7,6 +7,7 @@ import argparse
 from .utils import project_root
 
 DESCRIPTION = "Command line: poisondiff tutorial, epa, metrics, study and course."
+NOTEBOOKS_HELP = "folder of the numbered notebooks (default: notebooks/ of the checkout, else the installed copy)"
 
 
 def data_options(parser: argparse.ArgumentParser, full_help: str) -> None:
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     tut = sub.add_parser("tutorial", help="execute every notebook headlessly with papermill")
     tut.add_argument("--full", action="store_true", help="paper settings (needs a GPU); default is quick mode")
     tut.add_argument("--out", default=str(project_root() / "build" / "notebooks"), help="folder for executed notebooks")
-    tut.add_argument("--notebooks", default=str(project_root() / "notebooks"), help="folder of the numbered notebooks")
+    tut.add_argument("--notebooks", default=None, help=NOTEBOOKS_HELP)
     tut.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these prefixes (e.g. 00 02)")
     tut.add_argument("--device", default=None, help='"auto" | "cpu" | "cuda"')
     tut.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
@@ -127,7 +128,7 @@ def course_options(sub) -> None:
     rel = actions.add_parser("release", help="write an nbgrader course folder: source/, release/ and a README")
     rel.add_argument("dir", help="the course folder (created if missing)")
     rel.add_argument("--only", nargs="+", help="release only notebooks whose name starts with these (e.g. 05 06)")
-    rel.add_argument("--notebooks", default=str(project_root() / "notebooks"), help="folder of the numbered notebooks")
+    rel.add_argument("--notebooks", default=None, help=NOTEBOOKS_HELP)
     grd = actions.add_parser("grade", help="autograde submitted/<student>/<assignment>/ with nbgrader")
     grd.add_argument("dir", help="the course folder `course release` wrote")
     grd.add_argument("--only", nargs="+", help="grade only assignments whose name starts with these")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import PoisonDiffError
 from .notebook_files import numbered_notebooks
-from .utils import atomic_write_csv, check_writable, project_root
+from .utils import atomic_write_csv, check_writable
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 SOLUTION_TAG = "solution"  # the tag of a hidden solution cell in the repository's notebooks
@@ -161,7 +161,7 @@ def release(
     those whose name starts with these prefixes). Returns the assignments."""
     _require_nbgrader()
     course = check_writable(course_dir, what="the course folder", fix="choose another folder")
-    paths = numbered_notebooks(notebooks or project_root() / "notebooks", only)
+    paths = numbered_notebooks(notebooks, only)
     (course / "nbgrader_config.py").write_text(CONFIG)
     assignments = []
     for path in paths:

@@ -1,15 +1,35 @@
-"""The tutorial's numbered notebooks on disk: find them and pick the ones a command names."""
+"""The tutorial's numbered notebooks on disk: where they are (the checkout's ``notebooks/``, else the copy installed
+with the package), and the ones a command names."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from .errors import InvalidChoiceError, PoisonDiffError
+from .utils import project_root
+
+PACKAGED = Path(__file__).resolve().parent / "tutorial"  # a wheel installs notebooks/ here (pyproject's package-dir)
 
 
-def numbered_notebooks(folder: str | Path, only: list[str] | None = None) -> list[Path]:
+def tutorial_folder() -> Path:
+    """The numbered notebooks: ``notebooks/`` of the source checkout, else the copy a wheel installed with the
+    package (``poisondiff_lite/tutorial``), so ``poisondiff tutorial`` works outside the repository."""
+    checkout = project_root() / "notebooks"
+    if any(checkout.glob("[0-9][0-9]_*.ipynb")) or not PACKAGED.exists():
+        return checkout
+    return PACKAGED
+
+
+def is_packaged(folder: str | Path) -> bool:
+    """Whether `folder` is the installed copy (read-only for a user: run its notebooks from elsewhere)."""
+    return Path(folder).resolve() == PACKAGED
+
+
+def numbered_notebooks(folder: str | Path | None, only: list[str] | None = None) -> list[Path]:
     """The notebooks ``NN_*.ipynb`` in `folder`, in order; with `only`, those whose name starts with one of its
-    prefixes (``["00", "05"]``). An unknown prefix or an empty folder is a one-line error naming the fix."""
+    prefixes (``["00", "05"]``); `folder` None means `tutorial_folder()`. An unknown prefix or an empty folder is a
+    one-line error naming the fix."""
+    folder = tutorial_folder() if folder is None else folder
     notebooks = sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
     if not notebooks:
         raise PoisonDiffError(
