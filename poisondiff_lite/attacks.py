@@ -147,7 +147,7 @@ class AttackConfig(ConfigDict):
         return self.name.upper()
 
     def count(self, train_size: int) -> int:
-        """How many poisons: `num_poisons`, else ⌈budget · |train|⌉ (Witches' Brew's rule)."""
+        """How many poisons: `num_poisons`, else ``ceil(budget * len(train))`` (Witches' Brew's rule)."""
         return int(self.num_poisons) if self.num_poisons is not None else math.ceil(self.budget * train_size - 1e-9)
 
 

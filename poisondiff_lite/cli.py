@@ -1,6 +1,6 @@
 """Command line: ``poisondiff tutorial`` (run every notebook headlessly), ``poisondiff epa`` (EPA to CSV),
 ``poisondiff metrics`` (EPA, DPS, δ and τ of chosen targets to CSV), ``poisondiff study`` (attack validation) and
-``poisondiff course release|grade`` (coursework with nbgrader).
+``poisondiff course release|grade`` (coursework with nbgrader) and ``poisondiff site`` (the tutorial as a website).
 
 Errors the user can fix are printed as one line (``error: ...``) with exit code 2, never as a traceback.
 """
@@ -8,9 +8,12 @@ Errors the user can fix are printed as one line (``error: ...``) with exit code 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .cli_parser import build_parser
@@ -45,6 +48,18 @@ def _check_out(path: str) -> Path:
 KERNEL_QUIET = ["--log-level=ERROR"]  # silences the kernel's "TCP without encryption" warning, once per notebook
 
 
+@contextlib.contextmanager
+def _inline_figures() -> Iterator[None]:
+    """Kernels started here draw inline (no ``MPLBACKEND=agg`` inherited from a headless shell or CI), so executed
+    notebooks and the site made from them keep their figures; this process's environment is restored after."""
+    saved = os.environ.pop("MPLBACKEND", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["MPLBACKEND"] = saved
+
+
 def _tutorial(args: argparse.Namespace) -> int:
     import papermill as pm
 
@@ -60,16 +75,17 @@ def _tutorial(args: argparse.Namespace) -> int:
         print(f"[{i}/{len(notebooks)}] {nb.name} ...", flush=True)
         start = time.perf_counter()
         try:
-            pm.execute_notebook(
-                str(nb),
-                str(target),
-                parameters=parameters,
-                cwd=str(Path.cwd() if is_packaged(nb.parent) else nb.parent),  # the installed copy: from here
-                kernel_name="python3",
-                progress_bar=not args.no_progress,
-                log_output=args.log_output,
-                extra_arguments=KERNEL_QUIET,
-            )
+            with _inline_figures():
+                pm.execute_notebook(
+                    str(nb),
+                    str(target),
+                    parameters=parameters,
+                    cwd=str(Path.cwd() if is_packaged(nb.parent) else nb.parent),  # the installed copy: from here
+                    kernel_name="python3",
+                    progress_bar=not args.no_progress,
+                    log_output=args.log_output,
+                    extra_arguments=KERNEL_QUIET,
+                )
         except pm.PapermillExecutionError as exc:
             raise PoisonDiffError(
                 f"{nb.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}. "
@@ -300,7 +316,15 @@ def _course(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"tutorial": _tutorial, "epa": _epa, "metrics": _metrics, "study": _study, "course": _course}
+def _site(args: argparse.Namespace) -> int:
+    from .site import build_site
+
+    index = build_site(args.notebooks, args.out)
+    print(f"built the site: open {index} in a browser")
+    return 0
+
+
+COMMANDS = {"tutorial": _tutorial, "epa": _epa, "metrics": _metrics, "study": _study, "course": _course, "site": _site}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sty.add_argument("--scheduler", default=None, help="run them on an existing Dask scheduler (tcp://host:8786)")
     course_options(sub)
+    web = sub.add_parser("site", help="the tutorial as a static website (Sphinx, MyST-NB) from executed notebooks")
+    web.add_argument(
+        "--notebooks",
+        default=str(project_root() / "build" / "notebooks"),
+        help="folder of executed notebooks (default: what `poisondiff tutorial` wrote)",
+    )
+    web.add_argument("--out", default=str(project_root() / "build" / "site"), help="folder for the HTML site")
     return parser
 
 
