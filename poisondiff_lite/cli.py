@@ -1,6 +1,7 @@
 """Command line: ``poisondiff tutorial`` (run every notebook headlessly), ``poisondiff epa`` (EPA to CSV),
-``poisondiff metrics`` (EPA, DPS, δ and τ of chosen targets to CSV), ``poisondiff study`` (attack validation) and
-``poisondiff course release|grade`` (coursework with nbgrader) and ``poisondiff site`` (the tutorial as a website).
+``poisondiff metrics`` (EPA, DPS, δ and τ of chosen targets to CSV), ``poisondiff study`` (attack validation),
+``poisondiff course release|grade`` (coursework with nbgrader), ``poisondiff site`` (the tutorial as a website) and
+``poisondiff explore`` (the target explorer as a web page).
 
 Errors the user can fix are printed as one line (``error: ...``) with exit code 2, never as a traceback.
 """
@@ -324,7 +325,30 @@ def _site(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"tutorial": _tutorial, "epa": _epa, "metrics": _metrics, "study": _study, "course": _course, "site": _site}
+def _explore(args: argparse.Namespace) -> int:
+    from .explore import serve
+
+    return serve(
+        dataset=args.dataset,
+        target_class=args.target_class,
+        poison_class=args.poison_class,
+        results_dir=args.results_dir,
+        data_dir=args.data_dir,
+        download=args.download,
+        port=args.port,
+        open_browser=not args.no_browser,
+    )
+
+
+COMMANDS = {
+    "tutorial": _tutorial,
+    "epa": _epa,
+    "metrics": _metrics,
+    "study": _study,
+    "course": _course,
+    "site": _site,
+    "explore": _explore,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of executed notebooks (default: what `poisondiff tutorial` wrote)",
     )
     web.add_argument("--out", default=str(project_root() / "build" / "site"), help="folder for the HTML site")
+    exp = sub.add_parser("explore", help="the target explorer as a web page (Voilà) on saved results")
+    exp.add_argument("--dataset", default="cifar10", help='"cifar10" | "tinyimagenet": whose saved runs to explore')
+    exp.add_argument("--target-class", default="airplane", help="the class the explorer starts with")
+    exp.add_argument("--poison-class", default="automobile", help="the class τ is computed toward")
+    exp.add_argument("--results-dir", default=None, help="results folder (else $POISONDIFF_RESULTS, else results/)")
+    exp.add_argument("--data-dir", default=None, help="dataset folder (else $POISONDIFF_DATA, else data/)")
+    exp.add_argument("--download", action="store_true", help="download the dataset when missing")
+    exp.add_argument("--port", type=int, default=8866, help="localhost port of the page")
+    exp.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     return parser
 
 

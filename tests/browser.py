@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,10 +43,36 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def lab_server(root: Path, log: Path, env: dict[str, str], workspaces: Path) -> Iterator[str]:
-    """JupyterLab serving `root` without a token on a free port; yields its URL. The app is exposed to the page
-    (``window.jupyterapp``) so a test can run commands and read the notebook model; `workspaces` keeps JupyterLab's
-    layout (open tabs) away from the user's own."""
+def server(args: list[str], port: int, log: Path, env: dict[str, str], cwd: Path) -> Iterator[str]:
+    """Run a web server process until the block ends (terminated, then killed, on every exit path); yields its URL
+    once its port accepts connections."""
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "w") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{args[2]} exited with {process.returncode}; its log: {log}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{args[2]} did not answer within 120 s; its log: {log}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def lab_server(root: Path, log: Path, env: dict[str, str], workspaces: Path):
+    """JupyterLab serving `root` without a token on a free port (a context manager yielding its URL). The app is
+    exposed to the page (``window.jupyterapp``) so a test can run commands and read the notebook model;
+    `workspaces` keeps JupyterLab's layout (open tabs) away from the user's own."""
     port = free_port()
     args = [
         sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
@@ -57,28 +82,14 @@ def lab_server(root: Path, log: Path, env: dict[str, str], workspaces: Path) -> 
     ]  # fmt: skip
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         args.append("--allow-root")  # CI runs as root; only these tests allow it
-    url = f"http://127.0.0.1:{port}"
-    with open(log, "w") as out:
-        server = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with {server.returncode}; its log: {log}")
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"{url}/api/status", timeout=2)
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"JupyterLab did not answer within 120 s; its log: {log}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    return server(args, port, log, env, root)
+
+
+def explore_server(log: Path, env: dict[str, str], cwd: Path):
+    """`poisondiff explore` (Voilà) on a free port, without opening a browser (a context manager yielding its URL)."""
+    port = free_port()
+    args = [sys.executable, "-m", "poisondiff_lite.cli", "explore", "--no-browser", f"--port={port}"]
+    return server(args, port, log, env, cwd)
 
 
 # JavaScript run in the page: the current notebook's state through JupyterLab's own API

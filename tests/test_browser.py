@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from browser import BROWSER_FIX, find_chromium, lab_server, open_notebook, run_all
+from browser import BROWSER_FIX, explore_server, find_chromium, lab_server, open_notebook, run_all
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.after_notebooks, pytest.mark.slow]
@@ -41,7 +41,7 @@ def lab(tmp_path_factory):
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium)
             try:
-                yield {"url": url, "browser": browser, "shots": folder}
+                yield {"url": url, "browser": browser, "shots": folder, "env": env}
             finally:
                 browser.close()
 
@@ -119,3 +119,32 @@ def test_07_explorer_controls_change_the_figure(lab):
         text = changes(lambda: explorer.get_by_role("button", name="easiest").click(), "easiest")
         assert ": automobile, EPA rank 0 of " in text
         assert seen[-1] == seen[2]  # the same target again: the same caption and the same figure
+
+
+def test_poisondiff_explore_serves_the_explorer_as_a_page(lab):
+    folder = lab["shots"] / "explore"
+    folder.mkdir()
+    with explore_server(folder / "voila.log", lab["env"], folder) as url:
+        page = lab["browser"].new_page(viewport={"width": 1400, "height": 1000})
+        shot = folder / "explore.png"
+        try:
+            page.goto(url)
+            caption = page.locator(".widget-html", has_text="EPA rank").first
+            caption.wait_for(timeout=300_000)  # Voilà runs the app's cells first
+            figure = page.locator(".widget-output img").first
+            before = (caption.inner_text(), figure.get_attribute("src"))
+            assert page.get_by_text("explore.saved_view(").count() == 0, "Voilà shows no code"
+            assert page.locator(".cm-editor, .CodeMirror").count() == 0
+            page.get_by_role("button", name="hardest").click()
+            wait_until(lambda: caption.inner_text() != before[0], "hardest: the caption changes")
+            wait_until(lambda: figure.get_attribute("src") != before[1], "hardest: the figure changes")
+            assert ": airplane, EPA rank " in caption.inner_text() and " rank 0 of" not in caption.inner_text()
+            errors = page.get_by_text("Error displaying widget")
+            assert errors.count() == 0, errors.first.evaluate("e => e.parentElement.parentElement.outerHTML")[:1500]
+            page.screenshot(path=str(shot))
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(shot))
+            pytest.fail(f"{type(exc).__name__}: {exc} (screenshot: {shot}; Voilà's log: {folder / 'voila.log'})")
+        finally:
+            page.close()
