@@ -135,9 +135,8 @@ def _narrower() -> float:
 
 @exercise(
     "06.4",
-    "Which class are the `per_bucket` lowest-EPA goldfish most often confused with (their most frequent dominant "
-    "class)?",
-    "Sort the goldfish by EPA (a stable sort), take the first `per_bucket`, `scores['dominant']` at them, and the "
+    "Which class are the five lowest-EPA goldfish most often confused with (their most frequent dominant class)?",
+    "Sort the goldfish by EPA (a stable sort), take the first five, `scores['dominant']` at them, and the "
     "most frequent value; answer with a class name.",
     compare=one_of,
 )
@@ -162,7 +161,8 @@ def _poison_count(*, train_size) -> int:
 # ----------------------------------------------------------------------------------------------------------------- 07
 @exercise(
     "07.1",
-    "Over all saved studies, how many poisoned victims were evaluated (the no-attack victims left out)?",
+    "Over all your saved studies (`studies`, not the shipped ones), how many poisoned victims were evaluated (the "
+    "no-attack victims left out)?",
     "each row of a study's log is one victim on one target; the no-attack rows have an attack id starting 'none'.",
 )
 def _victims_total(*, studies) -> int:

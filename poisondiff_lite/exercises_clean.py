@@ -295,7 +295,7 @@ def _sign_at_zero(*, model, points, labels) -> set[str]:
 
 @exercise(
     "04.2",
-    "By what factor does every nonzero τ change for C = 100 classes when switching to the authors' variant?",
+    "By what factor is every nonzero τ multiplied (new / old) for C = 100 classes under the authors' variant?",
     "τ divides by W(κ): the factor is W((C-1)/e) / W(C - 1/e); `scipy.special.lambertw` gives both.",
     compare=within(2e-3),
 )
@@ -307,7 +307,7 @@ def _variant_factor() -> float:
 
 @exercise(
     "04.3",
-    "Seed spread of the inner product at TAU_BATCHES divided by the spread at 4 x TAU_BATCHES (1/√ predicts 2)?",
+    "Seed spread of the inner product at tau_batches divided by the spread at 4 x tau_batches (1/√ predicts 2)?",
     "Repeat section 4's three seeds with `num_batches=4 * tau_batches`; divide the two `np.std` values.",
     compare=within(1e-3),
 )
