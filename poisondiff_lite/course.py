@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PoisonDiffError
-from .notebook_files import numbered_notebooks
+from .notebook_files import by_prefix, numbered_notebooks
 from .utils import atomic_write_csv, check_writable
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -75,8 +75,8 @@ def _require_nbgrader() -> None:
 
 
 def _nbgrader(course_dir: Path, *args: str) -> str:
-    """Run an nbgrader command in `course_dir` (where its nbgrader_config.py is); its log, or a one-line error."""
-    _require_nbgrader()
+    """Run an nbgrader command in `course_dir` (where its nbgrader_config.py is); its log, or a one-line error.
+    `release` and `grade` check first that nbgrader is installed."""
     done = subprocess.run(
         [sys.executable, "-m", "nbgrader", *args], cwd=course_dir, capture_output=True, text=True, env=_quiet_env()
     )
@@ -101,6 +101,10 @@ def _quiet_env() -> dict[str, str]:
 
 def _nbgrader_meta(cell: dict) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def _is_hidden_solution(cell: dict) -> bool:
+    return SOLUTION_TAG in cell.get("metadata", {}).get("tags", [])
 
 
 def _solution_code(source: str) -> str:
@@ -128,7 +132,7 @@ def instructor_notebook(notebook: dict) -> dict:
     answers = {c["metadata"]["nbgrader"]["grade_id"]: c for c in cells if _nbgrader_meta(c).get("solution")}
     solved = set()
     for cell in cells:
-        if SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
+        if _is_hidden_solution(cell):
             source = "".join(cell["source"])
             key = _solution_key(source)
             grade_id = "ex{}-{}-answer".format(*key.split("."))
@@ -141,7 +145,7 @@ def instructor_notebook(notebook: dict) -> dict:
     unsolved = sorted(set(answers) - solved)
     if unsolved:
         raise PoisonDiffError(f"answer cells without a hidden solution: {', '.join(unsolved)}")
-    cells = [c for c in cells if SOLUTION_TAG not in c.get("metadata", {}).get("tags", [])]
+    cells = [c for c in cells if not _is_hidden_solution(c)]
     for cell in cells:
         if cell["cell_type"] == "code":
             cell.update(outputs=[], execution_count=None)
@@ -179,47 +183,52 @@ def _released(course: Path, only: list[str] | None) -> list[Assignment]:
     found = sorted(p for p in (course / "source").glob("*/*.ipynb") if p.parent.name == p.stem)
     if not found:
         raise PoisonDiffError(f"no assignments in {course / 'source'}. Fix: poisondiff course release {course} first")
-    chosen = [p for p in found if not only or any(p.stem.startswith(o) for o in only)]
-    if only and len({o for o in only if any(p.stem.startswith(o) for p in found)}) < len(set(only)):
-        raise PoisonDiffError(
-            f"--only {' '.join(only)}: not released in {course}. Fix: choose among {', '.join(p.stem for p in found)}, "
-            f"or release it first (poisondiff course release {course} --only ...)"
-        )
+    release_first = f", or release it first (poisondiff course release {course} --only ...)"
+    chosen = by_prefix(found, only, f"not released in {course}", release_first)
     return [Assignment(p.stem, p.name) for p in chosen]
 
 
-def _test_cells(course: Path, assignment: Assignment) -> dict[str, tuple[str, float]]:
-    """grade_id -> (exercise key, points) of the assignment's test cells, from the gradebook nbgrader wrote."""
+def _gradebook(course: Path):
     from nbgrader.api import Gradebook
 
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        notebook = gradebook.find_notebook(assignment.name, assignment.name)
-        source = {c.name: c for c in notebook.source_cells}
-        return {
-            g.name: ("{}.{}".format(*TEST_ID.match(g.name).groups()), float(g.max_score))
-            for g in notebook.grade_cells
-            if TEST_ID.match(g.name) and source[g.name].locked
-        }
+    return Gradebook(f"sqlite:///{course / 'gradebook.db'}")
 
 
-def _changed_tests(course: Path, assignment: Assignment, path: Path) -> list[str]:
-    """The locked cells of a submitted notebook whose checksum differs from the released one (nbgrader's
-    checksums), or that are missing."""
-    import nbformat
-    from nbgrader.api import Gradebook
-    from nbgrader.utils import compute_checksum
+@dataclass(frozen=True)
+class Released:
+    """What nbgrader recorded of an assignment's notebook: its test cells (grade_id -> exercise key and points) and
+    the checksum of every locked cell."""
 
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+    tests: dict[str, tuple[str, float]]
+    locked: dict[str, str]
+
+
+def _released_cells(course: Path, assignment: Assignment) -> Released:
+    with _gradebook(course) as gradebook:
         notebook = gradebook.find_notebook(assignment.name, assignment.name)
         locked = {c.name: c.checksum for c in notebook.source_cells if c.locked}
-    seen, changed = set(), []
+        tests = {
+            g.name: ("{}.{}".format(*TEST_ID.match(g.name).groups()), float(g.max_score))
+            for g in notebook.grade_cells
+            if TEST_ID.match(g.name) and g.name in locked
+        }
+    return Released(tests, locked)
+
+
+def _changed_tests(released: Released, path: Path) -> dict[str, str]:
+    """The locked cells of a submitted notebook that differ from the released ones by nbgrader's checksum
+    (``"changed"``) or are missing (``"deleted"``), by grade_id."""
+    import nbformat
+    from nbgrader.utils import compute_checksum
+
+    seen, changed = set(), {}
     for cell in nbformat.read(path, as_version=4).cells:
-        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if grade_id in locked:
+        grade_id = _nbgrader_meta(cell).get("grade_id")
+        if grade_id in released.locked:
             seen.add(grade_id)
-            if compute_checksum(cell) != locked[grade_id]:
-                changed.append(grade_id)
-    return changed + [f"{g} (deleted)" for g in locked if g not in seen]
+            if compute_checksum(cell) != released.locked[grade_id]:
+                changed[grade_id] = "changed"
+    return {**changed, **{g: "deleted" for g in released.locked if g not in seen}}
 
 
 def grade(course_dir: str | Path, out: str | Path, only: list[str] | None = None) -> list[dict]:
@@ -235,11 +244,10 @@ def grade(course_dir: str | Path, out: str | Path, only: list[str] | None = None
             f"no submissions in {course / 'submitted'}. Fix: put each student's notebook in "
             f"submitted/<student>/<assignment>/<notebook>.ipynb"
         )
-    from nbgrader.api import Gradebook
-
     rows = []
     for assignment in assignments:
-        tests = _test_cells(course, assignment)
+        released = _released_cells(course, assignment)
+        tests = released.tests
         for student in students:
             path = course / "submitted" / student / assignment.name / assignment.notebook
             if not path.exists():
@@ -247,20 +255,19 @@ def grade(course_dir: str | Path, out: str | Path, only: list[str] | None = None
                 rows += [_row(student, assignment, key, 0.0, points, "missing") for key, points in tests.values()]
                 continue
             try:
-                changed = _changed_tests(course, assignment, path)
+                changed = _changed_tests(released, path)
             except (ValueError, KeyError, AttributeError) as exc:
                 print(f"{student}: {assignment.notebook} is not a readable notebook ({exc})")
                 rows += [_row(student, assignment, key, 0.0, points, "unreadable") for key, points in tests.values()]
                 continue
-            for grade_id in changed:
-                print(f"{student}: {assignment.name}: test cell {grade_id} was changed; graded with the released one")
+            for grade_id, how in changed.items():
+                print(f"{student}: {assignment.name}: test cell {grade_id} was {how}; graded with the released one")
             _nbgrader(course, "autograde", assignment.name, "--student", student, "--force")
-            with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+            with _gradebook(course) as gradebook:
                 graded = gradebook.find_submission_notebook(assignment.name, assignment.name, student)
                 scores = {g.name: g.score for g in graded.grades}
                 for grade_id, (key, points) in tests.items():
-                    touched = any(c.split(" ")[0] == grade_id for c in changed)
-                    status = "test cell changed" if touched else "graded"
+                    status = "test cell changed" if grade_id in changed else "graded"
                     rows.append(_row(student, assignment, key, float(scores.get(grade_id) or 0.0), points, status))
     atomic_write_csv(out, rows, GRADE_COLUMNS)
     return rows

@@ -35,12 +35,16 @@ def numbered_notebooks(folder: str | Path | None, only: list[str] | None = None)
         raise PoisonDiffError(
             f"no numbered notebooks found in {folder}. Fix: run from the project folder or pass --notebooks PATH."
         )
-    if only:
-        unknown = [o for o in only if not any(nb.name.startswith(o) for nb in notebooks)]
-        if unknown:
-            raise InvalidChoiceError(
-                f"--only {' '.join(unknown)}: no such notebook in {folder}. Fix: choose among "
-                f"{', '.join(nb.name[:2] for nb in notebooks)}"
-            )
-        notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) for o in only)]
-    return notebooks
+    return by_prefix(notebooks, only, f"no such notebook in {folder}")
+
+
+def by_prefix(notebooks: list[Path], only: list[str] | None, missing: str, fix: str = "") -> list[Path]:
+    """The `notebooks` whose name starts with one of the prefixes in `only` (all of them without `only`); a prefix
+    that matches none is a one-line error: ``--only 99: <missing>. Fix: choose among 00, 01<fix>``."""
+    if not only:
+        return notebooks
+    unknown = [o for o in only if not any(nb.name.startswith(o) for nb in notebooks)]
+    if unknown:
+        choices = ", ".join(nb.name[:2] for nb in notebooks)
+        raise InvalidChoiceError(f"--only {' '.join(unknown)}: {missing}. Fix: choose among {choices}{fix}")
+    return [nb for nb in notebooks if any(nb.name.startswith(o) for o in only)]

@@ -79,10 +79,13 @@ def _copy_linked_files(text: str, base: Path, source: Path) -> None:
                 shutil.copy(target, destination)
 
 
-def _site_notebook(path: Path) -> dict:
+def _executed(notebook: dict) -> bool:
+    return all(c.get("execution_count") is not None for c in notebook["cells"] if c["cell_type"] == "code")
+
+
+def _site_notebook(notebook: dict) -> dict:
     """An executed notebook for the site: hidden solution cells get MyST-NB's ``hide-input`` tag (code behind a
     toggle)."""
-    notebook = json.loads(path.read_text())
     for cell in notebook["cells"]:
         tags = cell.get("metadata", {}).get("tags", [])
         if "solution" in tags and "hide-input" not in tags:
@@ -94,9 +97,8 @@ def site_source(executed: str | Path, source: str | Path) -> Path:
     """Lay out the Sphinx source in `source`: index.md (the README and the table of contents), docs/, the executed
     notebooks of `executed`, api.md and conf.py. Returns `source`."""
     root, source = project_root(), Path(source)
-    notebooks = numbered_notebooks(executed)
-    unexecuted = [nb.name for nb in notebooks if '"execution_count": null' in nb.read_text()]
-    if len(unexecuted) == len(notebooks):
+    notebooks = {nb: json.loads(nb.read_text()) for nb in numbered_notebooks(executed)}
+    if not any(_executed(notebook) for notebook in notebooks.values()):
         raise PoisonDiffError(
             f"the notebooks in {executed} were never run. Fix: run `poisondiff tutorial` first (it writes "
             f"build/notebooks/), or pass --notebooks with executed ones"
@@ -104,8 +106,8 @@ def site_source(executed: str | Path, source: str | Path) -> Path:
     if source.exists():
         shutil.rmtree(source)
     (source / "notebooks").mkdir(parents=True)
-    for nb in notebooks:
-        (source / "notebooks" / nb.name).write_text(json.dumps(_site_notebook(nb), indent=1, ensure_ascii=False))
+    for nb, notebook in notebooks.items():
+        (source / "notebooks" / nb.name).write_text(json.dumps(_site_notebook(notebook), indent=1, ensure_ascii=False))
     readme = (root / "README.md").read_text()
     pages = [f"notebooks/{nb.stem}" for nb in notebooks]
     for doc in sorted((root / "docs").glob("*.md")):
